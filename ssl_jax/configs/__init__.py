@@ -1,0 +1,1 @@
+"""Real checkpoint configs of the five encoders (models/*.json), shipped with the package."""

@@ -1,0 +1,22 @@
+"""The five encoders: specs, checkpoint loading and the jitted forward pass."""
+
+from .checkpoint import SafetensorsFile, resolve_source
+from .convert import CheckpointError, convert_state_dict, key_map, param_shapes
+from .encoder import encode, init_params
+from .model import EncoderOutput, Model, forward, load_model, random_model
+from .spec import (
+    MODELS,
+    ConfigError,
+    ModelInfo,
+    ModelSpec,
+    Preprocessing,
+    TokenLayout,
+    spec_from_config,
+)
+
+__all__ = [
+    "MODELS", "CheckpointError", "ConfigError", "EncoderOutput", "Model", "ModelInfo", "ModelSpec",
+    "Preprocessing", "SafetensorsFile", "TokenLayout", "convert_state_dict", "encode", "forward",
+    "init_params", "key_map", "load_model", "param_shapes", "random_model", "resolve_source",
+    "spec_from_config",
+]

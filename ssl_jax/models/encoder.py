@@ -1,0 +1,154 @@
+"""The encoder forward pass: embeddings per family, the shared layer stack, pooling.
+
+Written for one example (pixels (H, W, C)) and vmapped over the batch in `forward`: the
+per-example code has no batch bookkeeping, and XLA batches every matmul exactly as a
+batch-native version would (measured in benchmarks/).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..resample import resize_axes
+from .layers import Block, MAPHead, layer_norm, rope_tables
+from .spec import ModelSpec, TokenLayout
+
+AttentionMode = Literal["none", "cls", "full"]
+
+
+def _ln(spec: ModelSpec, p: dict, x: jax.Array, dtype) -> jax.Array:
+    return layer_norm(spec.layer_norm_eps, dtype).apply({"params": p}, x)
+
+
+def interpolate_positions(spec: ModelSpec, table: jax.Array, grid_h: int, grid_w: int):
+    """Patch position table (grid_h*grid_w, D) for the given grid, as transformers does it.
+
+    DINOv2-reg: bicubic with antialias (PIL-style a=-0.5), always applied. MAE, CLIP, SigLIP
+    (`interpolate_pos_encoding=True`): plain torch bicubic (a=-0.75, clamped taps). Both in
+    float32. At the checkpoint's own grid the table is used as stored.
+    """
+    g = spec.pos_grid
+    patch = table[int(spec.has_cls):]
+    if (grid_h, grid_w) == (g, g):
+        return patch
+    grid = patch.reshape(g, g, -1).astype(jnp.float32)
+    out = resize_axes(grid, (grid_h, grid_w), axes=(0, 1), method="bicubic",
+                      antialias=spec.family == "dinov2")
+    return out.reshape(grid_h * grid_w, -1).astype(table.dtype)
+
+
+def patchify(pixels: jax.Array, patch: int) -> jax.Array:
+    """(H, W, C) → (num_patches, patch*patch*C), row-major patches, (ph, pw, C) inside."""
+    h, w, c = pixels.shape
+    x = pixels.reshape(h // patch, patch, w // patch, patch, c).transpose(0, 2, 1, 3, 4)
+    return x.reshape((h // patch) * (w // patch), patch * patch * c)
+
+
+def embed(spec: ModelSpec, p: dict, pixels: jax.Array, dtype) -> tuple[jax.Array, TokenLayout]:
+    """Token sequence [CLS?, registers, patches] of one image, as the layer stack sees it."""
+    layout = spec.layout(pixels.shape[0], pixels.shape[1])
+    kernel = p["patch"]["kernel"]
+    x = patchify(pixels.astype(dtype), spec.patch_size) @ kernel.reshape(-1, kernel.shape[-1]).astype(dtype)
+    if "bias" in p["patch"]:
+        x = x + p["patch"]["bias"].astype(dtype)
+    d = x.shape[-1]
+    cls = p["cls"].astype(dtype)[None] if spec.has_cls else jnp.zeros((0, d), dtype)
+    if spec.rope_theta is None:
+        pos = p["pos"]
+        x = x + interpolate_positions(spec, pos, layout.grid_h, layout.grid_w).astype(dtype)
+        if spec.has_cls:
+            cls = cls + pos[:1].astype(dtype)
+    regs = p["registers"].astype(dtype) if spec.num_registers else jnp.zeros((0, d), dtype)
+    # DINOv2 registers are inserted after the position embedding: they get none.
+    return jnp.concatenate([cls, regs, x], axis=0), layout
+
+
+def encode(
+    spec: ModelSpec,
+    params: dict,
+    pixels: jax.Array,
+    *,
+    attentions: AttentionMode = "none",
+    layers: tuple[int, ...] = (),
+    hidden_states: bool = False,
+    dtype=jnp.float32,
+) -> dict:
+    """Forward one image (H, W, C) → dict of per-example outputs (see `forward`)."""
+    x, layout = embed(spec, params["embed"], pixels, dtype)
+    if spec.pre_norm:
+        x = _ln(spec, params["pre_norm"], x, dtype)
+    rope = rope_tables(spec, layout.grid_h, layout.grid_w) if spec.rope_theta is not None else None
+    block = Block(spec, dtype)
+    # SigLIP has no CLS token: its "cls" attention is the MAP head's probe attention.
+    per_layer_probs = attentions == "full" or (attentions == "cls" and spec.has_cls)
+    states, attn = [x], []
+    for i in range(spec.num_layers):
+        p_i = jax.tree.map(lambda a, i=i: a[i], params["blocks"])
+        want = per_layer_probs and i in layers
+        x, probs = block.apply({"params": p_i}, x, rope, layout.num_prefix, return_probs=want)
+        if want:
+            attn.append(probs if attentions == "full" else probs[:, 0])
+        if hidden_states:
+            states.append(x)
+    out: dict = {}
+    last = _ln(spec, params["final_norm"], x, dtype) if spec.final_norm == "all" else x
+    out["last_hidden_state"] = last
+    if spec.pooler == "cls":
+        out["pooled"] = last[0]
+    elif spec.pooler == "cls_postnorm":
+        out["pooled"] = _ln(spec, params["post_norm"], x[0], dtype)
+    elif spec.pooler == "map":
+        out["pooled"], probe = MAPHead(spec, dtype).apply({"params": params["head"]}, last)
+        if attentions != "none":
+            out["probe_attention"] = probe
+            if attentions == "cls":
+                attn = [probe]
+    if hidden_states:
+        out["hidden_states"] = jnp.stack(states)
+    if attentions != "none":
+        out["attentions"] = jnp.stack(attn)
+    return out
+
+
+def init_params(spec: ModelSpec, key: jax.Array) -> dict:
+    """Random parameters with the shapes of a real checkpoint (for demos and tests).
+
+    Weights ~ N(0, 1/fan_in), biases N(0, 0.02), norms 1 ± 0.1, layerscale 0.1 ± 0.05,
+    tokens and position tables N(0, 0.5): far enough from uniform that attention is peaked.
+    """
+    from .convert import param_shapes
+
+    shapes = param_shapes(spec)
+    leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        shapes, is_leaf=lambda s: isinstance(s, tuple))[0]]
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for path, shape, k in zip(paths, leaves, keys, strict=True):
+        if "norm" in path and path.endswith("['scale']"):
+            v = 1.0 + 0.1 * jax.random.normal(k, shape)
+        elif "['ls" in path:
+            v = 0.1 + 0.05 * jax.random.normal(k, shape)
+        elif path.endswith("['kernel']"):
+            fan_in = _fan_in(path, shape, spec)
+            v = jax.random.normal(k, shape) / np.sqrt(fan_in)
+        elif path.endswith("['bias']"):
+            v = 0.02 * jax.random.normal(k, shape)
+        else:  # cls, registers, pos, probe, mask token
+            v = 0.5 * jax.random.normal(k, shape)
+        out.append(v.astype(jnp.float32))
+    return jax.tree.unflatten(treedef, out)
+
+
+def _fan_in(path: str, shape: tuple[int, ...], spec: ModelSpec) -> int:
+    stacked = path.startswith("['blocks']")
+    s = shape[1:] if stacked else shape
+    if "['patch']" in path:
+        return s[0] * s[1] * s[2]
+    if "['out']" in path:
+        return s[0] * s[1]
+    return s[0]

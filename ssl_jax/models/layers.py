@@ -1,0 +1,152 @@
+"""Transformer pieces shared by the five encoders, written per example: x is (tokens, dim).
+
+The batch axis is added by `jax.vmap` in `forward.py`. Flax linen modules are only ever used
+through `module.apply({"params": p}, ...)`: parameters live in plain dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from .spec import Activation, ModelSpec
+
+Dtype = Any
+
+
+def activation_fn(name: Activation):
+    """transformers' activations: "gelu" is exact erf GELU (jax defaults to tanh!)."""
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "gelu_tanh":
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name == "quick_gelu":
+        return lambda x: x * jax.nn.sigmoid(1.702 * x)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+    # two-pass variance as torch computes it (flax's fast variance loses digits when |mean| >> std)
+    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=dtype, name=name)
+
+
+def rope_tables(spec: ModelSpec, grid_h: int, grid_w: int) -> tuple[jax.Array, jax.Array]:
+    """DINOv3's 2-D RoPE cos/sin tables, (grid_h*grid_w, head_dim), float32.
+
+    Patch centres (i+0.5)/n mapped to [-1, 1] per axis; 16 frequencies theta^(-k/16);
+    angles laid out [y·f | x·f] and tiled twice (half-split rotation convention).
+    """
+    assert spec.rope_theta is not None
+    dh = spec.head_dim
+    inv_freq = 1.0 / spec.rope_theta ** jnp.arange(0, 1, 4 / dh, dtype=jnp.float32)
+    ch = jnp.arange(0.5, grid_h, dtype=jnp.float32) / grid_h
+    cw = jnp.arange(0.5, grid_w, dtype=jnp.float32) / grid_w
+    coords = jnp.stack(jnp.meshgrid(ch, cw, indexing="ij"), axis=-1).reshape(-1, 2)
+    coords = 2.0 * coords - 1.0
+    angles = 2 * jnp.pi * coords[:, :, None] * inv_freq[None, None, :]
+    angles = jnp.tile(angles.reshape(angles.shape[0], -1), (1, 2))
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def _apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, num_prefix: int) -> jax.Array:
+    """Rotate patch tokens of x (T, H, Dh); prefix tokens (CLS, registers) stay as they are."""
+    prefix, patches = x[:num_prefix], x[num_prefix:]
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-patches[..., half:], patches[..., :half]], axis=-1)
+    cos, sin = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
+    return jnp.concatenate([prefix, patches * cos + rotated * sin], axis=0)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention that can return its post-softmax probabilities.
+
+    q, k and v share one fused projection (kernel (dim, 3, heads, head_dim)). A checkpoint
+    without a k bias (DINOv3) loads a zero k bias: q·(k+b) shifts every score of a query row
+    by the same q·b, so a k bias cannot change the softmax.
+    """
+
+    spec: ModelSpec
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, rope=None, num_prefix: int = 0, return_probs: bool = False):
+        s = self.spec
+        qkv = nn.DenseGeneral((3, s.num_heads, s.head_dim), dtype=self.dtype, name="qkv")(x)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        if rope is not None:
+            q = _apply_rope(q, *rope, num_prefix)
+            k = _apply_rope(k, *rope, num_prefix)
+        # head_dim**-0.5 is a power of two for head_dim 64: scaling q is bit-identical to
+        # scaling the scores (as transformers does) and costs T·D instead of T².
+        q = q * jnp.asarray(s.head_dim**-0.5, q.dtype)
+        if return_probs:
+            scores = jnp.einsum("qhd,khd->hqk", q, k).astype(jnp.float32)
+            probs = jax.nn.softmax(scores, axis=-1)
+            out = jnp.einsum("hqk,khd->qhd", probs.astype(v.dtype), v)
+        else:
+            probs = None
+            out = jax.nn.dot_product_attention(q[None], k[None], v[None], scale=1.0)[0]
+        out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), dtype=self.dtype, name="out")(out)
+        return out, probs
+
+
+class MLP(nn.Module):
+    hidden: int
+    activation: Activation
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+        h = activation_fn(self.activation)(h)
+        return nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(h)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer, with optional layerscale (DINOv2/DINOv3)."""
+
+    spec: ModelSpec
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, rope=None, num_prefix: int = 0, return_probs: bool = False):
+        s = self.spec
+        a, probs = Attention(s, self.dtype, name="attn")(
+            layer_norm(s.layer_norm_eps, self.dtype, "norm1")(x), rope, num_prefix, return_probs
+        )
+        if s.layerscale:
+            a = a * self.param("ls1", nn.initializers.ones, (s.hidden_size,)).astype(a.dtype)
+        x = x + a
+        m = MLP(s.mlp_dim, s.activation, self.dtype, name="mlp")(
+            layer_norm(s.layer_norm_eps, self.dtype, "norm2")(x)
+        )
+        if s.layerscale:
+            m = m * self.param("ls2", nn.initializers.ones, (s.hidden_size,)).astype(m.dtype)
+        return x + m, probs
+
+
+class MAPHead(nn.Module):
+    """SigLIP's multihead attention pooling: one learned probe attends over all tokens."""
+
+    spec: ModelSpec
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        s = self.spec
+        probe = self.param("probe", nn.initializers.normal(1.0), (1, s.hidden_size))
+        dense = lambda name: nn.DenseGeneral(  # noqa: E731
+            (s.num_heads, s.head_dim), dtype=self.dtype, name=name)
+        q = dense("query")(probe.astype(x.dtype)) * jnp.asarray(s.head_dim**-0.5, x.dtype)
+        k, v = dense("key")(x), dense("value")(x)
+        scores = jnp.einsum("qhd,khd->hqk", q, k).astype(jnp.float32)
+        probs = jax.nn.softmax(scores, axis=-1)  # (heads, 1, T)
+        r = jnp.einsum("hqk,khd->qhd", probs.astype(v.dtype), v)
+        r = nn.DenseGeneral(s.hidden_size, axis=(-2, -1), dtype=self.dtype, name="out")(r)
+        y = r + MLP(s.mlp_dim, s.activation, self.dtype, name="mlp")(
+            layer_norm(s.layer_norm_eps, self.dtype, "norm")(r)
+        )
+        return y[0], probs[:, 0]

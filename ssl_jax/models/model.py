@@ -1,0 +1,162 @@
+"""Public model API: `load_model`, `random_model`, `forward`."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from .checkpoint import read_json, read_weights, resolve_source
+from .convert import CheckpointError, convert_state_dict
+from .encoder import AttentionMode, encode, init_params
+from .spec import ConfigError, ModelSpec, TokenLayout, bundled_checkpoint_files, spec_from_config
+
+
+@struct.dataclass
+class Model:
+    """An encoder: static spec + params pytree. Pass it to `forward`; it is itself a pytree."""
+
+    params: dict
+    spec: ModelSpec = struct.field(pytree_node=False)
+    dtype: Any = struct.field(pytree_node=False, default=jnp.float32)
+    source: str = struct.field(pytree_node=False, default="")
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(np.prod(a.shape) for a in jax.tree.leaves(self.params)))
+
+    def layout(self, height: int | None = None, width: int | None = None) -> TokenLayout:
+        h, w = self.spec.default_input_size
+        return self.spec.layout(height or h, width or w)
+
+
+@struct.dataclass
+class EncoderOutput:
+    """Batched outputs. attentions: (B, L', heads, T, T) for "full", (B, L', heads, T) for "cls"
+    (SigLIP: (B, 1, heads, T), the MAP-head probe); hidden_states (B, L+1, T, D)."""
+
+    last_hidden_state: jax.Array
+    pooled: jax.Array | None = None
+    hidden_states: jax.Array | None = None
+    attentions: jax.Array | None = None
+    probe_attention: jax.Array | None = None
+    layout: TokenLayout | None = struct.field(pytree_node=False, default=None)
+    attention_layers: tuple[int, ...] = struct.field(pytree_node=False, default=())
+
+
+def _canonical_dtype(dtype) -> Any:
+    dt = jnp.dtype(dtype)
+    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dt}")
+    return dt.type
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    dtype=jnp.float32,
+    revision: str | None = None,
+    local_files_only: bool | None = None,
+    allow_pickle: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Model:
+    """Load one of the five encoders from an alias, a hub id or a local checkpoint folder.
+
+    Parameters are kept in float32; `dtype` is the compute dtype (bfloat16 keeps softmax in
+    float32). Hub ids resolve through the standard Hugging Face cache first, so cached
+    checkpoints load offline.
+    """
+    compute_dtype = _canonical_dtype(dtype)
+    folder = resolve_source(source, revision=revision, local_files_only=local_files_only,
+                            cache_dir=cache_dir)
+    config = read_json(folder / "config.json")
+    pre_path = folder / "preprocessor_config.json"
+    pre = read_json(pre_path) if pre_path.exists() else None
+    try:
+        spec = spec_from_config(config, pre, where=str(folder / "config.json"))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    tensors, files = read_weights(folder, allow_pickle=allow_pickle)
+    params = convert_state_dict(spec, tensors, where=f"{folder} ({files})")
+    params = jax.tree.map(jnp.asarray, params)
+    return Model(params=params, spec=spec, dtype=compute_dtype, source=str(folder))
+
+
+def random_model(alias_or_spec: str | ModelSpec, key: jax.Array | int = 0, *, dtype=jnp.float32) -> Model:
+    """A model with the real architecture of `alias` and random weights (no download)."""
+    if isinstance(alias_or_spec, ModelSpec):
+        spec, name = alias_or_spec, alias_or_spec.family
+    else:
+        files = bundled_checkpoint_files(alias_or_spec)
+        spec = spec_from_config(files["config"], files.get("preprocessor_config"))
+        name = alias_or_spec
+    if isinstance(key, int):
+        key = jax.random.key(key)
+    return Model(params=init_params(spec, key), spec=spec, dtype=_canonical_dtype(dtype),
+                 source=f"random:{name}")
+
+
+# ---- forward ---------------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("spec", "attentions", "layers", "hidden_states", "dtype"))
+def _forward(params, pixels, *, spec, attentions, layers, hidden_states, dtype):
+    fn = functools.partial(encode, spec, attentions=attentions, layers=layers,
+                           hidden_states=hidden_states, dtype=dtype)
+    return jax.vmap(fn, in_axes=(None, 0))(params, pixels)
+
+
+def _check_pixels(spec: ModelSpec, pixels) -> jax.Array:
+    shape = getattr(pixels, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"pixels must be a batch (B, H, W, C) in NHWC order, got shape {shape}")
+    if shape[-1] != spec.num_channels:
+        hint = " (NCHW input? transpose to NHWC)" if shape[1] == spec.num_channels else ""
+        raise ValueError(f"pixels must have {spec.num_channels} channels last, got shape "
+                         f"{tuple(shape)}{hint}")
+    spec.layout(shape[1], shape[2])  # raises for non-multiples of the patch size
+    return jnp.asarray(pixels, jnp.float32)
+
+
+def forward(
+    model: Model,
+    pixels,
+    *,
+    attentions: AttentionMode = "none",
+    layers: Sequence[int] | None = None,
+    hidden_states: bool = False,
+    dtype=None,
+) -> EncoderOutput:
+    """Run the encoder on a batch of preprocessed images (B, H, W, C) float32.
+
+    attentions: "none" (fastest path), "cls" (CLS → all tokens rows, (B, L', heads, T); for
+    SigLIP the MAP-head probe, (B, 1, heads, T)) or "full" ((B, L', heads, T, T)).
+    layers: which layers' attentions to keep (default all); negative indices count from the end.
+    Compiled once per (model spec, input shape, options).
+    """
+    spec = model.spec
+    if attentions not in ("none", "cls", "full"):
+        raise ValueError(f"attentions must be 'none', 'cls' or 'full', got {attentions!r}")
+    pixels = _check_pixels(spec, pixels)
+    n = spec.num_layers
+    if layers is None:
+        chosen = tuple(range(n))
+    else:
+        chosen = []
+        for i in layers:
+            if not -n <= int(i) < n:
+                raise ValueError(f"layer {i} out of range for a {n}-layer model")
+            chosen.append(int(i) % n)
+        chosen = tuple(sorted(set(chosen)))
+    compute = _canonical_dtype(dtype) if dtype is not None else model.dtype
+    out = _forward(model.params, pixels, spec=spec, attentions=attentions, layers=chosen,
+                   hidden_states=hidden_states, dtype=compute)
+    layout = spec.layout(pixels.shape[1], pixels.shape[2])
+    # SigLIP's "cls" attention is the MAP head's probe, which belongs to no layer
+    att_layers = chosen if attentions == "full" or (attentions == "cls" and spec.has_cls) else ()
+    return EncoderOutput(layout=layout, attention_layers=att_layers, **out)
