@@ -29,12 +29,11 @@ def main() -> None:
 @main.command("models")
 def models_cmd() -> None:
     """List the five study encoders: alias, hub id, token layout and patch grid at their input size."""
-    from .models.spec import bundled_checkpoint_files, spec_from_config
+    from .models.spec import bundled_spec
 
     rows = [("alias", "hub id", "input", "patch", "grid", "tokens", "layout")]
     for alias, info in _models.MODELS.items():
-        files = bundled_checkpoint_files(alias)
-        spec = spec_from_config(files["config"], files.get("preprocessor_config"))
+        spec = bundled_spec(alias)
         h, w = spec.default_input_size
         lay = spec.layout(h, w)
         parts = (["CLS"] if lay.has_cls else []) + (

@@ -15,7 +15,7 @@ from flax import struct
 from .checkpoint import read_json, read_weights, resolve_source
 from .convert import CheckpointError, convert_state_dict
 from .encoder import AttentionMode, encode, init_params
-from .spec import ConfigError, ModelSpec, TokenLayout, bundled_checkpoint_files, spec_from_config
+from .spec import ConfigError, ModelSpec, TokenLayout, bundled_spec, spec_from_config
 
 
 @struct.dataclass
@@ -39,7 +39,8 @@ class Model:
 @struct.dataclass
 class EncoderOutput:
     """Batched outputs. attentions: (B, L', heads, T, T) for "full", (B, L', heads, T) for "cls"
-    (SigLIP: (B, 1, heads, T), the MAP-head probe); hidden_states (B, L+1, T, D)."""
+    (SigLIP: (B, 1, heads, T), the MAP-head probe), (B, L', T) for "rollout" (the rollout
+    CLS row after each layer); hidden_states (B, L+1, T, D)."""
 
     last_hidden_state: jax.Array
     pooled: jax.Array | None = None
@@ -93,9 +94,7 @@ def random_model(alias_or_spec: str | ModelSpec, key: jax.Array | int = 0, *, dt
     if isinstance(alias_or_spec, ModelSpec):
         spec, name = alias_or_spec, alias_or_spec.family
     else:
-        files = bundled_checkpoint_files(alias_or_spec)
-        spec = spec_from_config(files["config"], files.get("preprocessor_config"))
-        name = alias_or_spec
+        spec, name = bundled_spec(alias_or_spec), alias_or_spec
     if isinstance(key, int):
         key = jax.random.key(key)
     return Model(params=init_params(spec, key), spec=spec, dtype=_canonical_dtype(dtype),
@@ -104,10 +103,11 @@ def random_model(alias_or_spec: str | ModelSpec, key: jax.Array | int = 0, *, dt
 
 # ---- forward ---------------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("spec", "attentions", "layers", "hidden_states", "dtype"))
-def _forward(params, pixels, *, spec, attentions, layers, hidden_states, dtype):
+@functools.partial(jax.jit, static_argnames=("spec", "attentions", "layers", "hidden_states", "dtype",
+                                             "rollout"))
+def _forward(params, pixels, *, spec, attentions, layers, hidden_states, dtype, rollout=None):
     fn = functools.partial(encode, spec, attentions=attentions, layers=layers,
-                           hidden_states=hidden_states, dtype=dtype)
+                           hidden_states=hidden_states, dtype=dtype, rollout=rollout)
     return jax.vmap(fn, in_axes=(None, 0))(params, pixels)
 
 
@@ -131,17 +131,28 @@ def forward(
     layers: Sequence[int] | None = None,
     hidden_states: bool = False,
     dtype=None,
+    rollout=None,
 ) -> EncoderOutput:
     """Run the encoder on a batch of preprocessed images (B, H, W, C) float32.
 
     attentions: "none" (fastest path), "cls" (CLS → all tokens rows, (B, L', heads, T); for
-    SigLIP the MAP-head probe, (B, 1, heads, T)) or "full" ((B, L', heads, T, T)).
+    SigLIP the MAP-head probe, (B, 1, heads, T)), "full" ((B, L', heads, T, T)) or "rollout"
+    (attention rollout folded into the layer loop: the CLS row of the rollout after each
+    layer, (B, L', T), never holding more than one T×T matrix per image; CLS models only).
     layers: which layers' attentions to keep (default all); negative indices count from the end.
+    rollout: `ssl_jax.attention.RolloutOptions` for "rollout" (default: the study's rollout);
+    with a start/end layer, `layers` defaults to that range.
     Compiled once per (model spec, input shape, options).
     """
     spec = model.spec
-    if attentions not in ("none", "cls", "full"):
-        raise ValueError(f"attentions must be 'none', 'cls' or 'full', got {attentions!r}")
+    if attentions not in ("none", "cls", "full", "rollout"):
+        raise ValueError(
+            f"attentions must be 'none', 'cls', 'full' or 'rollout', got {attentions!r}")
+    if rollout is not None and attentions != "rollout":
+        raise ValueError("rollout= options apply to attentions='rollout' only")
+    if attentions == "rollout" and not spec.has_cls:
+        raise ValueError(f"attentions='rollout' needs a CLS token; {spec.family} has none "
+                         "(SigLIP: use attentions='full' with mean_map, or probe_map)")
     pixels = _check_pixels(spec, pixels)
     n = spec.num_layers
     if layers is None:
@@ -153,10 +164,22 @@ def forward(
                 raise ValueError(f"layer {i} out of range for a {n}-layer model")
             chosen.append(int(i) % n)
         chosen = tuple(sorted(set(chosen)))
+    if attentions == "rollout":
+        from ..attention.rollout import RolloutOptions
+
+        rollout = rollout if rollout is not None else RolloutOptions()
+        start, end = rollout.layer_range(n)
+        if layers is None:
+            chosen = tuple(range(start, end))
+        outside = [i for i in chosen if not start <= i < end]
+        if outside:
+            raise ValueError(f"layers {outside} lie outside the rollout range "
+                             f"[start_layer={start}, end_layer={end})")
     compute = _canonical_dtype(dtype) if dtype is not None else model.dtype
     out = _forward(model.params, pixels, spec=spec, attentions=attentions, layers=chosen,
-                   hidden_states=hidden_states, dtype=compute)
+                   hidden_states=hidden_states, dtype=compute, rollout=rollout)
     layout = spec.layout(pixels.shape[1], pixels.shape[2])
     # SigLIP's "cls" attention is the MAP head's probe, which belongs to no layer
-    att_layers = chosen if attentions == "full" or (attentions == "cls" and spec.has_cls) else ()
+    att_layers = (chosen if attentions in ("full", "rollout") or (attentions == "cls" and spec.has_cls)
+                  else ())
     return EncoderOutput(layout=layout, attention_layers=att_layers, **out)

@@ -165,6 +165,13 @@ def bundled_checkpoint_files(alias: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def bundled_spec(alias: str) -> ModelSpec:
+    """The spec of a study model from its shipped real config (no download, no weights)."""
+    files = bundled_checkpoint_files(alias)
+    return spec_from_config(files["config"], files.get("preprocessor_config"),
+                            where=f"bundled config of {alias}")
+
+
 # --------------------------------------------------------------------------------------------
 # config.json → ModelSpec
 # --------------------------------------------------------------------------------------------

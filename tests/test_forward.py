@@ -1,0 +1,121 @@
+"""Forward-pass contracts that need no reference framework: modes, layers, shapes, errors."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import ssl_jax
+from ssl_jax.models.spec import ModelSpec, bundled_spec
+
+
+def tiny(alias: str, **changes) -> ssl_jax.Model:
+    """The real architecture of `alias` shrunk to 3 layers × width 64 (fast, same code paths)."""
+    base = bundled_spec(alias)
+    spec: ModelSpec = base.replace(hidden_size=64, num_heads=4, mlp_dim=128, num_layers=3, **changes)
+    return ssl_jax.random_model(spec, jax.random.key(7))
+
+
+ALIASES = ("dinov2", "dinov3", "mae", "clip", "siglip2")
+EXPECTED_TOKENS = {"dinov2": 1 + 4 + 256, "dinov3": 1 + 4 + 196, "mae": 197, "clip": 197,
+                   "siglip2": 196}
+
+
+@pytest.fixture(scope="module", params=ALIASES)
+def model(request):
+    return request.param, tiny(request.param)
+
+
+def test_layout_and_shapes(model, rng):
+    alias, m = model
+    x = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
+    out = ssl_jax.forward(m, x, attentions="full", hidden_states=True)
+    t = EXPECTED_TOKENS[alias]
+    assert out.layout.num_tokens == t
+    assert out.last_hidden_state.shape == (2, t, 64)
+    assert out.hidden_states.shape == (2, 4, t, 64)
+    assert out.attentions.shape == (2, 3, 4, t, t)
+    np.testing.assert_allclose(np.asarray(out.attentions).sum(-1), 1.0, atol=1e-5)
+    if alias == "mae":
+        assert out.pooled is None
+    else:
+        assert out.pooled.shape == (2, 64)
+
+
+def test_cls_mode_equals_rows_of_full(model, rng):
+    alias, m = model
+    x = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
+    full = ssl_jax.forward(m, x, attentions="full")
+    cls = ssl_jax.forward(m, x, attentions="cls")
+    if alias == "siglip2":
+        # no CLS token: "cls" is the MAP head's probe attention over all patches
+        assert cls.attentions.shape == (2, 1, 4, 196)
+        # its layers ran the fast attention path, so equal to float noise, not bit for bit
+        np.testing.assert_allclose(np.asarray(cls.attentions[:, 0]),
+                                   np.asarray(full.probe_attention), rtol=0, atol=1e-6)
+        assert cls.attention_layers == ()
+    else:
+        np.testing.assert_array_equal(np.asarray(cls.attentions),
+                                      np.asarray(full.attentions[:, :, :, 0, :]))
+        assert cls.attention_layers == (0, 1, 2)
+
+
+def test_none_mode_gives_same_hidden_states(model, rng):
+    _, m = model
+    x = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
+    full = ssl_jax.forward(m, x, attentions="full", hidden_states=True)
+    none = ssl_jax.forward(m, x, attentions="none", hidden_states=True)
+    assert none.attentions is None
+    ref = np.asarray(full.hidden_states)
+    err = np.abs(np.asarray(none.hidden_states) - ref).max() / np.abs(ref).max()
+    assert err < 1e-6
+    if full.pooled is not None:
+        np.testing.assert_allclose(np.asarray(none.pooled), np.asarray(full.pooled), rtol=0,
+                                   atol=1e-6 * float(np.abs(np.asarray(full.pooled)).max()))
+
+
+def test_layers_selection(rng):
+    m = tiny("clip")
+    x = rng.normal(size=(1, 224, 224, 3)).astype(np.float32)
+    full = ssl_jax.forward(m, x, attentions="full")
+    sel = ssl_jax.forward(m, x, attentions="full", layers=[-1, 0])
+    assert sel.attention_layers == (0, 2)
+    np.testing.assert_array_equal(np.asarray(sel.attentions),
+                                  np.asarray(full.attentions[:, [0, 2]]))
+    with pytest.raises(ValueError, match="layer 3 out of range for a 3-layer model"):
+        ssl_jax.forward(m, x, attentions="full", layers=[3])
+
+
+def test_batch_is_independent_per_example(rng):
+    """vmapped per-example forward: an image's output does not depend on its batch mates."""
+    m = tiny("dinov3")
+    x = rng.normal(size=(3, 224, 224, 3)).astype(np.float32)
+    batched = np.asarray(ssl_jax.forward(m, x).last_hidden_state)
+    single = np.asarray(ssl_jax.forward(m, x[1:2]).last_hidden_state)
+    np.testing.assert_allclose(batched[1:2], single, atol=1e-5)
+
+
+def test_bfloat16_compute_is_close_to_float32(rng):
+    m = tiny("dinov2")
+    x = rng.normal(size=(1, 224, 224, 3)).astype(np.float32)
+    f32 = ssl_jax.forward(m, x, attentions="full")
+    bf16 = ssl_jax.forward(m, x, attentions="full", dtype="bfloat16")
+    assert bf16.attentions.dtype == np.float32  # softmax stays float32
+    assert np.abs(np.asarray(bf16.attentions) - np.asarray(f32.attentions)).max() < 0.05
+
+
+@pytest.mark.parametrize("shape,message", [
+    ((2, 3, 224, 224), "NCHW input"),
+    ((224, 224, 3), "batch \\(B, H, W, C\\)"),
+    ((1, 230, 224, 3), "not a positive multiple of the patch size 16"),
+])
+def test_bad_pixels_are_named(shape, message):
+    m = tiny("clip")
+    with pytest.raises(ValueError, match=message):
+        ssl_jax.forward(m, np.zeros(shape, np.float32))
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError, match="attentions must be"):
+        ssl_jax.forward(tiny("clip"), np.zeros((1, 224, 224, 3), np.float32), attentions="all")
