@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 
 import click
 
 from . import models as _models
 
+# Subcommands that live beside the code they drive, imported only when used (keeps
+# `ssl-jax --help` fast and lets each part of the library own its command):
+# name -> (module, attribute). A module that is not there yet simply adds no command.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "download": ("ssl_jax.data.cli", "download"),
+    "extract": ("ssl_jax.study.cli", "extract"),
+    "evaluate": ("ssl_jax.study.cli", "evaluate"),
+    "compare": ("ssl_jax.study.cli", "compare"),
+    "report": ("ssl_jax.study.cli", "report"),
+    "demo": ("ssl_jax.study.cli", "demo"),
+    "finetune": ("ssl_jax.train.cli", "finetune"),
+    "shift": ("ssl_jax.train.cli", "shift"),
+    "probe": ("ssl_jax.train.cli", "probe"),
+    "sae": ("ssl_jax.sae.cli", "sae"),
+    "visualize": ("ssl_jax.featvis.cli", "visualize"),
+    "bench": ("ssl_jax.bench_cli", "bench"),
+}
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
 
 class _Errors(click.Group):
-    """Known error types become one-line messages instead of tracebacks."""
+    """Known error types become one-line messages instead of tracebacks; lazy subcommands."""
+
+    def list_commands(self, ctx):
+        lazy = [n for n, (mod, _) in LAZY_COMMANDS.items() if _module_exists(mod)]
+        return sorted(set(super().list_commands(ctx)) | set(lazy))
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in LAZY_COMMANDS and _module_exists(LAZY_COMMANDS[name][0]):
+            mod, attr = LAZY_COMMANDS[name]
+            cmd = getattr(importlib.import_module(mod), attr)
+        return cmd
 
     def invoke(self, ctx):
         try:

@@ -7,17 +7,21 @@ batch-native version would (measured in benchmarks/).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..resample import resize_axes
-from .layers import Block, MAPHead, layer_norm, rope_tables
+from .layers import Attention, Block, MAPHead, layer_norm, rope_tables
 from .spec import ModelSpec, TokenLayout
 
-AttentionMode = Literal["none", "cls", "full"]
+if TYPE_CHECKING:
+    from ..attention.rollout import RolloutOptions
+
+AttentionMode = Literal["none", "cls", "full", "rollout"]
 
 
 def _ln(spec: ModelSpec, p: dict, x: jax.Array, dtype) -> jax.Array:
@@ -67,6 +71,32 @@ def embed(spec: ModelSpec, p: dict, pixels: jax.Array, dtype) -> tuple[jax.Array
     return jnp.concatenate([cls, regs, x], axis=0), layout
 
 
+def _probability_tap(delta: jax.Array):
+    """A flax interceptor adding `delta` (heads, T, T) to one layer's attention probabilities.
+
+    The attention output is linear in the probabilities (o = P·v per head), so instead of
+    re-implementing attention it adds delta·v to the input of the output projection, with v
+    captured from the qkv projection. With delta = 0 the forward is unchanged and
+    d(output)/d(delta) is exactly d(output)/d(probabilities): a gradient tap.
+    """
+    captured = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__" and isinstance(module.parent, Attention):
+            if module.name == "qkv":
+                out = next_fun(*args, **kwargs)
+                captured["v"] = out[:, 2]  # (T, heads, head_dim)
+                return out
+            if module.name == "out":
+                heads_out = args[0]  # (T, heads, head_dim) = P·v
+                extra = jnp.einsum("hqk,khd->qhd", delta.astype(heads_out.dtype), captured["v"])
+                return next_fun(heads_out + extra, *args[1:], **kwargs)
+        return next_fun(*args, **kwargs)
+
+    return interceptor
+
+
 def encode(
     spec: ModelSpec,
     params: dict,
@@ -76,8 +106,20 @@ def encode(
     layers: tuple[int, ...] = (),
     hidden_states: bool = False,
     dtype=jnp.float32,
+    rollout: RolloutOptions | None = None,
+    probs_delta: jax.Array | None = None,
+    state_tap: tuple[int, jax.Array] | None = None,
 ) -> dict:
-    """Forward one image (H, W, C) → dict of per-example outputs (see `forward`)."""
+    """Forward one image (H, W, C) → dict of per-example outputs (see `forward`).
+
+    attentions="rollout": attention rollout (`ssl_jax.attention.rollout`, `rollout` options,
+    default the study's) is folded into the layer loop, carrying one T×T matrix; the CLS row
+    after each layer in `layers` is returned as attentions (L', T).
+    Gradient taps (used by `ssl_jax.attention.gradients`, zeros leave the forward unchanged):
+    probs_delta (L, heads, T, T) is added to every layer's attention probabilities;
+    state_tap (s, delta (T, D)) adds delta to hidden state s (0 = embeddings, l + 1 = output
+    of layer l).
+    """
     x, layout = embed(spec, params["embed"], pixels, dtype)
     if spec.pre_norm:
         x = _ln(spec, params["pre_norm"], x, dtype)
@@ -85,13 +127,39 @@ def encode(
     block = Block(spec, dtype)
     # SigLIP has no CLS token: its "cls" attention is the MAP head's probe attention.
     per_layer_probs = attentions == "full" or (attentions == "cls" and spec.has_cls)
+    if attentions == "rollout":
+        from ..attention.rollout import RolloutOptions, rollout_step  # no import cycle at load
+
+        rollout = rollout if rollout is not None else RolloutOptions()
+        roll_start, roll_end = rollout.layer_range(spec.num_layers)
+        joint = jnp.eye(layout.num_tokens, dtype=jnp.float32)
+
+    def tap_state(index, h):
+        if state_tap is not None and state_tap[0] == index:
+            return h + state_tap[1].astype(h.dtype)
+        return h
+
+    x = tap_state(0, x)
     states, attn = [x], []
     for i in range(spec.num_layers):
         p_i = jax.tree.map(lambda a, i=i: a[i], params["blocks"])
         want = per_layer_probs and i in layers
-        x, probs = block.apply({"params": p_i}, x, rope, layout.num_prefix, return_probs=want)
+        in_rollout = attentions == "rollout" and roll_start <= i < roll_end
+        need_probs = want or in_rollout or probs_delta is not None
+        if probs_delta is not None:
+            with nn.intercept_methods(_probability_tap(probs_delta[i])):
+                x, probs = block.apply({"params": p_i}, x, rope, layout.num_prefix,
+                                       return_probs=True)
+        else:
+            x, probs = block.apply({"params": p_i}, x, rope, layout.num_prefix,
+                                   return_probs=need_probs)
+        x = tap_state(i + 1, x)
         if want:
             attn.append(probs if attentions == "full" else probs[:, 0])
+        if in_rollout:
+            joint = rollout_step(joint, probs, rollout)
+            if i in layers:
+                attn.append(joint[0])
         if hidden_states:
             states.append(x)
     out: dict = {}
