@@ -6,6 +6,15 @@ Grad-CAM, attention × gradient (Chefer et al. 2021), gradient saliency and Smoo
 heatmap: upsampling, min-max normalisation and the original-image frame.
 """
 
+from .gradients import (
+    attention_gradient,
+    embedding,
+    grad_cam,
+    gradient_saliency,
+    relevance_from,
+    smoothgrad,
+    target_score,
+)
 from .heatmap import minmax_normalize, to_heatmap, to_original_frame, upsample
 from .maps import (
     FUSIONS,
@@ -28,8 +37,10 @@ from .rollout import (
 )
 
 __all__ = [
-    "FUSIONS", "RolloutOptions", "attention_map", "cls_map", "cls_row_map", "fuse_heads",
-    "layer_transition", "mean_map", "minmax_normalize", "probe_map", "rollout",
-    "rollout_cls_rows", "rollout_map", "rollout_step", "select_heads", "to_heatmap",
-    "to_original_frame", "tokens_to_grid", "upsample",
+    "FUSIONS", "RolloutOptions", "attention_gradient", "attention_map", "cls_map",
+    "cls_row_map", "embedding", "fuse_heads", "grad_cam", "gradient_saliency",
+    "layer_transition", "mean_map", "minmax_normalize", "probe_map", "relevance_from",
+    "rollout", "rollout_cls_rows", "rollout_map", "rollout_step", "select_heads",
+    "smoothgrad", "target_score", "to_heatmap", "to_original_frame", "tokens_to_grid",
+    "upsample",
 ]
