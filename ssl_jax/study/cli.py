@@ -1,0 +1,92 @@
+"""`ssl-jax extract | evaluate | compare | report | demo`: thin click wrappers over
+ssl_jax.study. Registered lazily by ssl_jax.cli."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .config import MAP_METHODS, StudyConfig, bundled_config, load_config
+
+CONFIG_HELP = ("Study config: a TOML file or a bundled name ('sample', 'wikichurches'). "
+               "Flags override its values.")
+
+
+def _config(config: str | None, **overrides) -> StudyConfig:
+    if config is None:
+        base = bundled_config("sample")
+    elif Path(config).suffix == ".toml" or Path(config).exists():
+        base = load_config(config)
+    else:
+        base = bundled_config(config)
+    for key in ("models", "methods"):
+        if overrides.get(key) is not None:
+            overrides[key] = tuple(v for item in overrides[key] for v in item.split(","))
+            if not overrides[key]:
+                overrides[key] = None
+    return base.replace(**overrides)
+
+
+def _writable_dir(path: str, what: str) -> Path:
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".ssl_jax_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise click.ClickException(f"{what} {p} is not writable: {e.strerror or e}") from None
+    return p
+
+
+def _common_options(fn):
+    opts = [
+        click.option("--config", "config", default=None, help=CONFIG_HELP),
+        click.option("--dataset", default=None,
+                     help="'sample' (embedded) or a WikiChurches folder (images/, "
+                          "building_parts.json, churches.json)."),
+        click.option("--models", multiple=True, default=None,
+                     help="Model aliases (repeat or comma-separate): dinov2, dinov3, mae, clip, "
+                          "siglip2. Default: the config's."),
+        click.option("--allow-random-weights", is_flag=True, default=None,
+                     help="Run on random weights of the real architecture when a checkpoint "
+                          "is not available (results are stamped as not scientific)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@click.command("extract")
+@_common_options
+@click.option("--cache", "cache_dir", default="runs/cache", show_default=True,
+              help="Map cache folder (tensorstore zarr); reruns skip finished images.")
+@click.option("--methods", multiple=True, default=None,
+              help=f"Map methods (repeat or comma-separate) from {', '.join(MAP_METHODS)}.")
+@click.option("--batch-size", type=int, default=None, help="Images per forward pass.")
+@click.option("--cache-dtype", type=click.Choice(["float32", "float16"]), default=None,
+              help="Storage dtype of the cached maps.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar with ETA on stderr (default: when stderr is a terminal).")
+def extract(config, dataset, models, allow_random_weights, cache_dir, methods, batch_size,
+            cache_dtype, progress):
+    """Compute attention maps of every model, layer and method into the map cache."""
+    from .dataset import study_images
+    from .run_extract import run_extract
+
+    cfg = _config(config, dataset=dataset, models=models or None, methods=methods or None,
+                  allow_random_weights=allow_random_weights, batch_size=batch_size,
+                  cache_dtype=cache_dtype)
+    _writable_dir(cache_dir, "cache folder")
+    ids, paths = study_images(cfg.dataset)
+    manifest = run_extract(cfg, cache_dir, ids, paths, progress=progress)
+    click.echo(f"maps of {len(ids)} images x {len(manifest['weights'])} models in {cache_dir} "
+               f"({manifest['timings_s']['total']:.1f}s)")
+    if manifest["random_weights"]:
+        click.echo(f"WARNING: {manifest['warning']}", err=True)
+
+
+def main() -> None:  # pragma: no cover - `python -m ssl_jax.study.cli`
+    sys.exit(extract())

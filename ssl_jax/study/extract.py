@@ -1,0 +1,209 @@
+"""Extraction: images → attention maps of every method and layer → the map cache.
+
+One jitted function per model computes every requested method from one forward pass with
+full attentions; batches are sharded over all local JAX devices (data parallel). Batches are
+fixed groups of image indices, always padded to the full batch size, so every image is
+computed in the same batch with the same shapes whether a run is fresh or resumed: results
+do not depend on interruptions.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ..attention.maps import cls_map, mean_map, probe_map, tokens_to_grid
+from ..attention.rollout import RolloutOptions, rollout_step
+from ..models.encoder import encode
+from ..models.model import Model
+from ..models.spec import ModelSpec
+from ..preprocess import Transform, preprocess
+from .cache import MapCache
+
+CLS_ONLY = ("cls", "cls_heads", "rollout")
+ROLLOUT_DEFAULTS = RolloutOptions()  # the study's rollout (SPEC R2.5)
+MAP_HEAD_ONLY = ("probe", "probe_heads")
+
+
+def applicable_methods(spec: ModelSpec, requested: Sequence[str]) -> tuple[str, ...]:
+    """The requested methods that exist for this model (no CLS → no cls/rollout; only a MAP
+    head has a probe)."""
+    out = []
+    for m in requested:
+        if m in CLS_ONLY and not spec.has_cls:
+            continue
+        if m in MAP_HEAD_ONLY and spec.pooler != "map":
+            continue
+        out.append(m)
+    return tuple(out)
+
+
+def method_layers(spec: ModelSpec, method: str) -> tuple[int, ...]:
+    """Model layers along axis 1 of a cached map array (the probe sits after the last layer)."""
+    return (spec.num_layers - 1,) if method in MAP_HEAD_ONLY else tuple(range(spec.num_layers))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "methods", "dtype"))
+def _maps(params, pixels, *, spec: ModelSpec, methods: tuple[str, ...], dtype):
+    layers = tuple(range(spec.num_layers))
+    run = functools.partial(encode, spec, attentions="full", layers=layers, dtype=dtype,
+                            stack_attentions=False)
+    out = jax.vmap(run, in_axes=(None, 0))(params, pixels)
+    layout = spec.layout(pixels.shape[1], pixels.shape[2])
+    per_layer: dict[str, list] = {m: [] for m in methods}
+    joint = None
+    for att in out["attentions"]:  # (B, H, T, T) per layer, never stacked (see encode)
+        for m in methods:
+            if m == "cls":
+                per_layer[m].append(cls_map(att, layout))
+            elif m == "cls_heads":
+                per_layer[m].append(cls_map(att, layout, fusion=None))
+            elif m == "mean":
+                per_layer[m].append(mean_map(att, layout))
+            elif m == "mean_heads":
+                per_layer[m].append(mean_map(att, layout, fusion=None))
+            elif m == "rollout":
+                if joint is None:
+                    joint = jnp.broadcast_to(jnp.eye(layout.num_tokens, dtype=jnp.float32),
+                                             att.shape[:1] + att.shape[-2:])
+                joint = rollout_step(joint, att, ROLLOUT_DEFAULTS)
+                per_layer[m].append(tokens_to_grid(joint[:, 0], layout))
+    maps = {m: jnp.stack(v, axis=1) for m, v in per_layer.items() if v}
+    if "probe" in methods:
+        maps["probe"] = probe_map(out["probe_attention"], layout)[:, None]
+    if "probe_heads" in methods:
+        maps["probe_heads"] = probe_map(out["probe_attention"], layout, fusion=None)[:, None]
+    unknown = set(methods) - set(maps)
+    if unknown:
+        raise ValueError(f"unknown map method(s) {sorted(unknown)}")
+    return maps
+
+
+def compute_maps(model: Model, pixels, methods: Sequence[str], *,
+                 mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+    """Maps of `methods` for a batch of preprocessed images: {method: (B, L, [H], gh, gw)}.
+
+    With a `mesh` (axis "data"), the batch is split over its devices (B must divide evenly).
+    """
+    methods = applicable_methods(model.spec, methods)
+    pixels = jnp.asarray(pixels, jnp.float32)
+    params = model.params
+    if mesh is not None:
+        pixels = jax.device_put(pixels, NamedSharding(mesh, PartitionSpec("data")))
+        params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    out = _maps(params, pixels, spec=model.spec, methods=methods, dtype=model.dtype)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh over `devices` (default: all local devices) with the axis name "data"."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def params_digest(params) -> str:
+    """sha256 over every parameter's path, dtype, shape and bytes (identifies weights)."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        a = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class ExtractStats:
+    model: str
+    images: int
+    computed: int
+    skipped: int
+    compile_s: float
+    run_s: float
+
+
+ImageLoader = Callable[[int], object]  # index -> PIL image or uint8 array
+
+
+def extract_model(
+    cache: MapCache,
+    alias: str,
+    model: Model,
+    load_image: ImageLoader,
+    *,
+    methods: Sequence[str],
+    preprocess_mode: str = "squash",
+    input_size: int = 224,
+    batch_size: int = 8,
+    cache_dtype: str = "float32",
+    mesh: Mesh | None = None,
+    progress: Callable[[int], None] | None = None,
+    stop_after_batches: int | None = None,
+) -> tuple[ExtractStats, list[Transform | None]]:
+    """Extract every image not yet marked done for `alias` into `cache`.
+
+    `progress(n)` is called after each batch with the number of images it finished.
+    `stop_after_batches` ends early (for tests of interrupted runs).
+    Returns statistics and the preprocessing transforms of the images computed now.
+    """
+    mesh = mesh if mesh is not None else data_mesh()
+    n_dev = mesh.devices.size
+    if batch_size % n_dev:
+        batch_size += n_dev - batch_size % n_dev  # every device gets the same share
+    done = cache.done_mask(alias)
+    n = cache.num_images
+    size = (input_size, input_size) if preprocess_mode == "squash" else None
+    transforms: list[Transform | None] = [None] * n
+    computed = 0
+    compile_s = run_s = 0.0
+    batches = 0
+    first = True
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        if done[lo:hi].all():
+            if progress:
+                progress(hi - lo)
+            continue
+        images = [load_image(i) for i in range(lo, hi)]
+        pixels, tfs = preprocess(model, images, mode=preprocess_mode, size=size)
+        transforms[lo:hi] = tfs
+        if hi - lo < batch_size:  # pad with copies of the last image: fixed shapes
+            pad = np.repeat(pixels[-1:], batch_size - (hi - lo), axis=0)
+            pixels = np.concatenate([pixels, pad])
+        t0 = time.perf_counter()
+        maps = compute_maps(model, pixels, methods, mesh=mesh)
+        dt = time.perf_counter() - t0
+        if first:
+            compile_s, first = dt, False
+        else:
+            run_s += dt
+        cache.write(alias, range(lo, hi), {k: v[: hi - lo] for k, v in maps.items()},
+                    dtype=cache_dtype)
+        computed += hi - lo
+        batches += 1
+        if progress:
+            progress(hi - lo)
+        if stop_after_batches is not None and batches >= stop_after_batches:
+            break
+    stats = ExtractStats(alias, n, computed, int(done.sum()), compile_s, run_s)
+    return stats, transforms
+
+
+def load_image_file(path: str | Path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"image file {path} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None

@@ -1,0 +1,80 @@
+"""`ssl-jax extract` as a function: every model of a study → the map cache, resumable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..models.spec import bundled_spec
+from .cache import MapCache
+from .config import StudyConfig
+from .extract import applicable_methods, data_mesh, extract_model, load_image_file
+from .manifest import write_manifest
+from .progress import Progress
+from .weights import resolve_model, warn_random
+
+
+def cache_settings(config: StudyConfig) -> dict[str, Any]:
+    """The settings that decide the cached maps (a cache made with others is refused)."""
+    return {"preprocess": config.preprocess, "input_size": config.input_size,
+            "cache_dtype": config.cache_dtype, "dataset": config.dataset}
+
+
+def run_extract(
+    config: StudyConfig,
+    cache_dir: str | Path,
+    image_ids: Sequence[str],
+    image_paths: Sequence[str | Path],
+    *,
+    progress: bool | None = None,
+    stop_after_batches: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Extract maps of every model and method in `config` for the given images.
+
+    Finished images are skipped, so an interrupted run continues where it stopped.
+    `stop_after_batches` ends each model early (tests of interrupted runs).
+    Returns the manifest (also written to <cache>/extract_manifest.json).
+    """
+    cache = MapCache(cache_dir, image_ids, cache_settings(config))
+    mesh = data_mesh()
+    weights: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+    random_aliases = []
+    t_all = time.perf_counter()
+    for alias in config.models:
+        spec = bundled_spec(alias)
+        methods = applicable_methods(spec, config.methods)
+        if not methods:
+            log(f"{alias}: none of the methods {list(config.methods)} applies; skipped")
+            continue
+        t0 = time.perf_counter()
+        model, info = resolve_model(alias, config.weights.get(alias),
+                                    allow_random=config.allow_random_weights, seed=config.seed)
+        if info["random"]:
+            random_aliases.append(alias)
+            warn_random([alias])
+        info["methods"] = list(methods)
+        cache.set_model_info(alias, info)
+        weights[alias] = info
+        bar = Progress(cache.num_images, f"extract {alias}", enabled=progress)
+        stats, _ = extract_model(
+            cache, alias, model, lambda i: load_image_file(image_paths[i]), methods=methods,
+            preprocess_mode=config.preprocess, input_size=config.input_size,
+            batch_size=config.batch_size, cache_dtype=config.cache_dtype, mesh=mesh,
+            progress=bar.update, stop_after_batches=stop_after_batches)
+        bar.close()
+        timings[f"{alias}_total"] = time.perf_counter() - t0
+        timings[f"{alias}_first_batch_incl_compile"] = stats.compile_s
+        timings[f"{alias}_steady"] = stats.run_s
+        log(f"{alias}: {stats.computed} images computed, {stats.skipped} already cached "
+            f"({timings[f'{alias}_total']:.1f}s)")
+    timings["total"] = time.perf_counter() - t_all
+    return write_manifest(
+        Path(cache_dir) / "extract_manifest.json", command="extract",
+        config=config.to_dict(), weights=weights, seeds={"random_weights": config.seed},
+        timings=timings, extra={"devices": [str(d) for d in mesh.devices.flat],
+                                "num_images": cache.num_images,
+                                "random_weight_models": random_aliases})

@@ -1,0 +1,47 @@
+"""Which weights a study runs on: real checkpoints when they can be had, else (only when
+allowed) random weights of the real architecture, loudly marked."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ..models import CheckpointError, load_model, random_model
+from ..models.model import Model
+from .extract import params_digest
+from .manifest import RANDOM_WEIGHTS_STAMP
+
+
+class WeightsUnavailable(ValueError):
+    pass
+
+
+def resolve_model(alias: str, source: str | None = None, *, allow_random: bool = False,
+                  seed: int = 0, local_files_only: bool = True) -> tuple[Model, dict[str, Any]]:
+    """Load `source` (default: the alias's hub id, from the local cache only) or fall back to
+    random weights when `allow_random`. Returns the model and a manifest entry."""
+    source = source or alias
+    try:
+        model = load_model(source, local_files_only=local_files_only)
+        info = {"source": model.source, "random": False}
+    except (CheckpointError, OSError) as e:
+        if not allow_random:
+            raise WeightsUnavailable(
+                f"no weights for {alias!r}: {e}. Download them into the Hugging Face cache, "
+                "pass a checkpoint folder, or run with --allow-random-weights") from None
+        model = random_model(alias, seed)
+        info = {"source": f"random:{alias}", "random": True, "seed": seed,
+                "reason": str(e), "warning": RANDOM_WEIGHTS_STAMP}
+    info["params_sha256"] = params_digest(model.params)
+    info["num_params"] = model.num_params
+    return model, info
+
+
+def warn_random(aliases: list[str]) -> None:
+    """The prominent warning printed when any model runs on random weights."""
+    if not aliases:
+        return
+    bar = "!" * 78
+    print(f"\n{bar}\n!! RANDOM WEIGHTS for {', '.join(aliases)}: real checkpoints are not "
+          f"available here.\n!! Every table, figure and manifest is stamped "
+          f"'{RANDOM_WEIGHTS_STAMP}'.\n{bar}\n", file=sys.stderr)
