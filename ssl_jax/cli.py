@@ -29,25 +29,28 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _module_exists(name: str) -> bool:
+def _lazy_command(name: str) -> click.Command | None:
+    """The command `name` if its module is installed and defines it (else None)."""
+    mod, attr = LAZY_COMMANDS[name]
     try:
-        return importlib.util.find_spec(name) is not None
+        if importlib.util.find_spec(mod) is None:
+            return None
     except ModuleNotFoundError:
-        return False
+        return None
+    return getattr(importlib.import_module(mod), attr, None)
 
 
 class _Errors(click.Group):
     """Known error types become one-line messages instead of tracebacks; lazy subcommands."""
 
     def list_commands(self, ctx):
-        lazy = [n for n, (mod, _) in LAZY_COMMANDS.items() if _module_exists(mod)]
+        lazy = [n for n in LAZY_COMMANDS if _lazy_command(n) is not None]
         return sorted(set(super().list_commands(ctx)) | set(lazy))
 
     def get_command(self, ctx, name):
         cmd = super().get_command(ctx, name)
-        if cmd is None and name in LAZY_COMMANDS and _module_exists(LAZY_COMMANDS[name][0]):
-            mod, attr = LAZY_COMMANDS[name]
-            cmd = getattr(importlib.import_module(mod), attr)
+        if cmd is None and name in LAZY_COMMANDS:
+            cmd = _lazy_command(name)
         return cmd
 
     def invoke(self, ctx):
@@ -56,8 +59,6 @@ class _Errors(click.Group):
         except (_models.CheckpointError, _models.ConfigError, ValueError, OSError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
-
-
 @click.group(cls=_Errors)
 @click.version_option(package_name="ssl-jax")
 def main() -> None:
