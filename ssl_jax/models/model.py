@@ -107,8 +107,7 @@ def random_model(alias_or_spec: str | ModelSpec, key: jax.Array | int = 0, *, dt
                                              "rollout"))
 def _forward(params, pixels, *, spec, attentions, layers, hidden_states, dtype, rollout=None):
     fn = functools.partial(encode, spec, attentions=attentions, layers=layers,
-                           hidden_states=hidden_states, dtype=dtype, rollout=rollout,
-                           stack_attentions=False)
+                           hidden_states=hidden_states, dtype=dtype, rollout=rollout)
     return jax.vmap(fn, in_axes=(None, 0))(params, pixels)
 
 
@@ -179,8 +178,6 @@ def forward(
     compute = _canonical_dtype(dtype) if dtype is not None else model.dtype
     out = _forward(model.params, pixels, spec=spec, attentions=attentions, layers=chosen,
                    hidden_states=hidden_states, dtype=compute, rollout=rollout)
-    if "attentions" in out:  # per-layer arrays → (B, L', ...), outside the jit (see encode)
-        out["attentions"] = jnp.stack(out["attentions"], axis=1)
     layout = spec.layout(pixels.shape[1], pixels.shape[2])
     # SigLIP's "cls" attention is the MAP head's probe, which belongs to no layer
     att_layers = (chosen if attentions in ("full", "rollout") or (attentions == "cls" and spec.has_cls)

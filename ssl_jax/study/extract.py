@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ..attention.maps import cls_map, mean_map, probe_map, tokens_to_grid
-from ..attention.rollout import RolloutOptions, rollout_step
+from ..attention.maps import cls_map, mean_map, probe_map
+from ..attention.rollout import rollout_map
 from ..models.encoder import encode
 from ..models.model import Model
 from ..models.spec import ModelSpec
@@ -30,7 +30,6 @@ from ..preprocess import Transform, preprocess
 from .cache import MapCache
 
 CLS_ONLY = ("cls", "cls_heads", "rollout")
-ROLLOUT_DEFAULTS = RolloutOptions()  # the study's rollout (SPEC R2.5)
 MAP_HEAD_ONLY = ("probe", "probe_heads")
 
 
@@ -55,36 +54,28 @@ def method_layers(spec: ModelSpec, method: str) -> tuple[int, ...]:
 @functools.partial(jax.jit, static_argnames=("spec", "methods", "dtype"))
 def _maps(params, pixels, *, spec: ModelSpec, methods: tuple[str, ...], dtype):
     layers = tuple(range(spec.num_layers))
-    run = functools.partial(encode, spec, attentions="full", layers=layers, dtype=dtype,
-                            stack_attentions=False)
+    run = functools.partial(encode, spec, attentions="full", layers=layers, dtype=dtype)
     out = jax.vmap(run, in_axes=(None, 0))(params, pixels)
+    att = out["attentions"]  # (B, L, H, T, T)
     layout = spec.layout(pixels.shape[1], pixels.shape[2])
-    per_layer: dict[str, list] = {m: [] for m in methods}
-    joint = None
-    for att in out["attentions"]:  # (B, H, T, T) per layer, never stacked (see encode)
-        for m in methods:
-            if m == "cls":
-                per_layer[m].append(cls_map(att, layout))
-            elif m == "cls_heads":
-                per_layer[m].append(cls_map(att, layout, fusion=None))
-            elif m == "mean":
-                per_layer[m].append(mean_map(att, layout))
-            elif m == "mean_heads":
-                per_layer[m].append(mean_map(att, layout, fusion=None))
-            elif m == "rollout":
-                if joint is None:
-                    joint = jnp.broadcast_to(jnp.eye(layout.num_tokens, dtype=jnp.float32),
-                                             att.shape[:1] + att.shape[-2:])
-                joint = rollout_step(joint, att, ROLLOUT_DEFAULTS)
-                per_layer[m].append(tokens_to_grid(joint[:, 0], layout))
-    maps = {m: jnp.stack(v, axis=1) for m, v in per_layer.items() if v}
-    if "probe" in methods:
-        maps["probe"] = probe_map(out["probe_attention"], layout)[:, None]
-    if "probe_heads" in methods:
-        maps["probe_heads"] = probe_map(out["probe_attention"], layout, fusion=None)[:, None]
-    unknown = set(methods) - set(maps)
-    if unknown:
-        raise ValueError(f"unknown map method(s) {sorted(unknown)}")
+    maps = {}
+    for m in methods:
+        if m == "cls":
+            maps[m] = cls_map(att, layout)
+        elif m == "cls_heads":
+            maps[m] = cls_map(att, layout, fusion=None)
+        elif m == "mean":
+            maps[m] = mean_map(att, layout)
+        elif m == "mean_heads":
+            maps[m] = mean_map(att, layout, fusion=None)
+        elif m == "rollout":
+            maps[m] = rollout_map(att, layout, all_layers=True)
+        elif m == "probe":
+            maps[m] = probe_map(out["probe_attention"], layout)[:, None]
+        elif m == "probe_heads":
+            maps[m] = probe_map(out["probe_attention"], layout, fusion=None)[:, None]
+        else:
+            raise ValueError(f"unknown map method {m!r}")
     return maps
 
 
