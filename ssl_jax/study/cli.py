@@ -90,3 +90,77 @@ def extract(config, dataset, models, allow_random_weights, cache_dir, methods, b
 
 def main() -> None:  # pragma: no cover - `python -m ssl_jax.study.cli`
     sys.exit(extract())
+
+
+def _results_dir(path: str) -> Path:
+    return _writable_dir(path, "results folder")
+
+
+@click.command("evaluate")
+@_common_options
+@click.option("--cache", "cache_dir", default="runs/cache", show_default=True,
+              help="Map cache written by `ssl-jax extract`.")
+@click.option("--out", "out_dir", default="runs/results", show_default=True,
+              help="Folder for the metric tables (CSV) and per-image arrays.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
+def evaluate(config, dataset, models, allow_random_weights, cache_dir, out_dir, progress):
+    """Score every cached map against the expert boxes (IoU at each percentile, coverage,
+    pointing game, MSE and KL to Gaussian targets) plus baselines, with bootstrap CIs."""
+    from .evaluate import run_evaluate
+
+    cfg = _config(config, dataset=dataset, models=models or None,
+                  allow_random_weights=allow_random_weights)
+    m = run_evaluate(cfg, cache_dir, _results_dir(out_dir), progress=progress)
+    click.echo(f"tables in {out_dir} ({m['timings_s']['total']:.1f}s)")
+
+
+@click.command("compare")
+@click.option("--config", "config", default=None, help=CONFIG_HELP)
+@click.option("--results", "results_dir", default="runs/results", show_default=True,
+              help="Folder written by `ssl-jax evaluate`.")
+@click.option("--metric", "metrics", multiple=True, default=("iou@90", "coverage", "kl"),
+              show_default=True, help="Metrics to compare (repeatable).")
+@click.option("--test", type=click.Choice(["auto", "ttest", "wilcoxon"]), default="auto",
+              show_default=True, help="Paired test; auto = Shapiro-gated choice.")
+def compare(config, results_dir, metrics, test):
+    """Paired tests between models (best layers), methods and baselines: mean differences
+    with bootstrap CIs, p-values Holm-corrected within each family."""
+    from .compare import run_compare
+
+    m = run_compare(_config(config), results_dir, metrics=tuple(metrics), test=test)
+    click.echo(f"{m['tests']} comparisons in {Path(results_dir) / 'compare.csv'}")
+
+
+@click.command("report")
+@click.option("--config", "config", default=None, help=CONFIG_HELP)
+@click.option("--dataset", default=None, help="Dataset the maps came from (for overlays).")
+@click.option("--cache", "cache_dir", default="runs/cache", show_default=True,
+              help="Map cache (for the heatmap overlays).")
+@click.option("--results", "results_dir", default="runs/results", show_default=True,
+              help="Folder written by `ssl-jax evaluate` (and `compare`).")
+@click.option("--out", "out_dir", default=None,
+              help="Report folder (default: <results>/report).")
+def report(config, dataset, cache_dir, results_dir, out_dir):
+    """Figures (PNG) and one self-contained HTML page from the evaluation results."""
+    from .report import run_report
+
+    out = _writable_dir(out_dir, "report folder") if out_dir else None
+    m = run_report(_config(config, dataset=dataset), cache_dir, results_dir, out)
+    click.echo(f"report: {m['html']}")
+
+
+@click.command("demo")
+@click.option("--out", "out_dir", default="ssl-jax-demo", show_default=True,
+              help="Folder for the cache, tables and report.")
+@click.option("--models", multiple=True, default=None,
+              help="Subset of models (default: all five).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.")
+def demo(out_dir, models, progress):
+    """The whole study (extract → evaluate → compare → report) on the embedded sample
+    dataset. Without cached checkpoints it runs on random weights and says so everywhere."""
+    from .pipeline import run_study
+
+    cfg = _config("sample", models=models or None, allow_random_weights=True)
+    out = _writable_dir(out_dir, "demo folder")
+    summary = run_study(cfg, out, progress=progress)
+    click.echo(summary)

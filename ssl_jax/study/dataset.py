@@ -7,6 +7,12 @@ from pathlib import Path
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+def image_candidates(folder: Path, image_id: str) -> list[Path]:
+    """Files an image id may name: itself (ids are file names in building_parts.json) or
+    the id plus an image suffix."""
+    return [folder / image_id] + [folder / f"{image_id}{s}" for s in IMAGE_SUFFIXES]
+
+
 def dataset_root(dataset: str) -> Path:
     if dataset == "sample":
         from ..data import sample_dataset
@@ -20,11 +26,25 @@ def dataset_root(dataset: str) -> Path:
 
 
 def study_images(dataset: str) -> tuple[list[str], list[Path]]:
-    """(image ids, paths) of the images a study extracts, in a fixed (sorted) order."""
+    """(image ids, paths) of the images a study extracts, in a fixed (sorted) order: the
+    annotated images of building_parts.json when present, else every image in images/."""
     root = dataset_root(dataset)
     folder = root / "images"
     if not folder.is_dir():
         raise ValueError(f"dataset {root} has no images/ folder")
+    parts = root / "building_parts.json"
+    if parts.exists():
+        from ..data import load_annotations
+
+        ids = sorted(load_annotations(parts))
+        paths = []
+        for i in ids:
+            found = [p for p in image_candidates(folder, i) if p.exists()]
+            if not found:
+                raise ValueError(f"image {i} is annotated in {parts} but its file is not in "
+                                 f"{folder}")
+            paths.append(found[0])
+        return ids, paths
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
