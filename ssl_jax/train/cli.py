@@ -1,0 +1,153 @@
+"""`ssl-jax finetune`, `ssl-jax probe` and `ssl-jax shift`: parse, call the library, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _model(source: str, allow_random: bool, seed: int):
+    from ..models import CheckpointError, load_model, random_model
+    from ..models.spec import MODELS
+
+    try:
+        return load_model(source)
+    except (CheckpointError, OSError) as e:
+        if not (allow_random and source in MODELS):
+            raise
+        click.echo(f"warning: {e}\nwarning: using RANDOM weights for {source} "
+                   "(not a scientific result)", err=True)
+        return random_model(source, seed)
+
+
+def _size(input_size: int | None):
+    return None if input_size is None else (input_size, input_size)
+
+
+@click.command("finetune")
+@click.option("--model", "source", required=True,
+              help="Alias (dinov2, dinov3, mae, clip, siglip2), hub id or checkpoint folder.")
+@click.option("--dataset", default="sample", show_default=True,
+              help="WikiChurches folder (images/, building_parts.json, churches.json) or 'sample'.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Run folder (checkpoints, split, manifest). An existing run is resumed.")
+@click.option("--strategy", type=click.Choice(["full", "linear", "lora"]), default="full",
+              show_default=True)
+@click.option("--epochs", default=3, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--lr-backbone", type=float, default=None,
+              help="Backbone / adapter LR [default: 1e-5 full, 1e-4 lora].")
+@click.option("--lr-head", default=1e-3, show_default=True)
+@click.option("--weight-decay", default=0.01, show_default=True)
+@click.option("--no-decay-norms-biases", is_flag=True,
+              help="Weight decay on weight matrices only (spare norms, biases, tokens).")
+@click.option("--warmup-ratio", default=0.1, show_default=True)
+@click.option("--max-grad-norm", default=1.0, show_default=True)
+@click.option("--no-augment", is_flag=True)
+@click.option("--no-class-weights", is_flag=True)
+@click.option("--seed", default=42, show_default=True)
+@click.option("--lora-rank", default=8, show_default=True)
+@click.option("--lora-alpha", default=32.0, show_default=True)
+@click.option("--lora-dropout", default=0.1, show_default=True)
+@click.option("--lora-targets", default="q,v", show_default=True,
+              help="Comma-separated: q, k, v, o, fc1, fc2.")
+@click.option("--input-size", type=int, default=None,
+              help="Square input side (patch multiple) [default: the model's].")
+@click.option("--val-fraction", default=0.2, show_default=True)
+@click.option("--val-on-annotated-eval", is_flag=True,
+              help="Exploratory (leaky) policy: validate on the annotated evaluation images.")
+@click.option("--save-every", default=0, show_default=True,
+              help="Also checkpoint every N steps (0: at epoch ends only).")
+@click.option("--max-steps", type=int, default=None,
+              help="Stop after this many global steps (resume later).")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="When finished, export the best checkpoint as a Hugging Face folder here.")
+@click.option("--allow-random-weights", is_flag=True,
+              help="If the checkpoint is unavailable, train a random-weight model (demo only).")
+def finetune(source, dataset, out, strategy, epochs, batch_size, lr_backbone, lr_head,
+             weight_decay, no_decay_norms_biases, warmup_ratio, max_grad_norm, no_augment,
+             no_class_weights, seed, lora_rank, lora_alpha, lora_dropout, lora_targets,
+             input_size, val_fraction, val_on_annotated_eval, save_every, max_steps, export_dir,
+             allow_random_weights):
+    """Fine-tune an encoder for 4-way style classification (full, linear head or LoRA)."""
+    from .checkpoint import export_hf
+    from .data import load_training_data
+    from .lora import LoraConfig
+    from .trainer import FinetuneConfig
+    from .trainer import finetune as run
+
+    lora = LoraConfig(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
+                      targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()))
+    config = FinetuneConfig(
+        strategy=strategy, epochs=epochs, batch_size=batch_size, lr_backbone=lr_backbone,
+        lr_head=lr_head, weight_decay=weight_decay,
+        decay_norms_and_biases=not no_decay_norms_biases, warmup_ratio=warmup_ratio,
+        max_grad_norm=max_grad_norm, augment=not no_augment,
+        class_weighted=not no_class_weights, seed=seed, lora=lora, save_every=save_every)
+    model = _model(source, allow_random_weights, seed)
+    from ..data import EXPLORATORY_POLICY, PRIMARY_POLICY
+
+    data, split = load_training_data(
+        dataset, model.spec, input_size=_size(input_size), seed=seed, val_fraction=val_fraction,
+        policy=EXPLORATORY_POLICY if val_on_annotated_eval else PRIMARY_POLICY)
+    click.echo(f"{model.source}: {strategy}, {len(data.train_images)} train / "
+               f"{len(data.val_images)} val images at {data.train_images.shape[1]}px, "
+               f"split {split.split_id}")
+    res = run(model, data, config, out, stop_after_steps=max_steps, log=click.echo,
+              split_artifact=split.to_dict())
+    if not res.finished:
+        click.echo(f"stopped at step {res.steps}; run the same command again to resume")
+        return
+    click.echo(f"done: {res.steps} steps, best val accuracy {res.best_val_accuracy:.4f} "
+               f"(step {res.best_step}); run folder {out}")
+    if export_dir:
+        export_hf(out, export_dir)
+        click.echo(f"exported the best checkpoint to {export_dir}")
+
+
+@click.command("probe")
+@click.option("--model", "source", required=True, help="Alias, hub id, checkpoint or run folder.")
+@click.option("--dataset", default="sample", show_default=True)
+@click.option("--input-size", type=int, default=None)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--folds", default=5, show_default=True)
+@click.option("--seed", default=42, show_default=True)
+@click.option("--exclude-annotated", is_flag=True,
+              help="Leave the annotated evaluation images out of the probe data.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Write the result JSON here.")
+@click.option("--allow-random-weights", is_flag=True)
+def probe(source, dataset, input_size, batch_size, folds, seed, exclude_annotated, out,
+          allow_random_weights):
+    """Linear probe (scaler + logistic regression, stratified k-fold) on frozen features."""
+    from ..data import STYLE_NAMES, load_dataset
+    from .checkpoint import is_finetuned_run, load_finetuned
+    from .data import dataset_folder, decode_images
+    from .probe import extract_features, linear_probe
+
+    model = (load_finetuned(source) if is_finetuned_run(source)
+             else _model(source, allow_random_weights, seed))
+    ds = load_dataset(dataset_folder(dataset), require_churches=True)
+    annotated = set(ds.annotated_ids)
+    items = [it for it in ds.images(labeled_only=True)
+             if not (exclude_annotated and it.image_id in annotated)]
+    size = _size(input_size) or model.spec.default_input_size
+    images = decode_images([it.path for it in items], size, model.spec.preprocessing.resample)
+    feats = extract_features(model, images, batch_size)
+    res = linear_probe(feats, [it.style_label for it in items], class_names=STYLE_NAMES,
+                       n_splits=folds, random_state=seed)
+    click.echo(f"{model.source}: {res.num_samples} images, {res.num_features} features")
+    click.echo(f"cv accuracy {res.cv_accuracy:.4f} ± {res.cv_std:.4f} ({folds}-fold), "
+               f"cv macro-F1 {res.cv_macro_f1:.4f}")
+    click.echo(f"train accuracy {res.train_accuracy:.4f}, train macro-F1 "
+               f"{res.train_macro_f1:.4f}")
+    click.echo("cv confusion matrix (rows true, cols predicted: "
+               + ", ".join(res.class_names) + ")")
+    for row in res.cv_confusion_matrix:
+        click.echo("  " + " ".join(f"{v:4d}" for v in row))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({"model": model.source, "dataset": str(dataset),
+                                         **res.to_json()}, indent=1))
