@@ -98,10 +98,12 @@ def edges_to_masks(edges, size: tuple[int, int], xp: Any = np):
     """(..., 4) int edges → (..., H, W) bool masks. `xp` may be jax.numpy (jit-friendly)."""
     h, w = size
     e = xp.asarray(edges)
-    rows = xp.arange(h)[:, None]
-    cols = xp.arange(w)[None, :]
-    x1, y1, x2, y2 = (e[..., i][..., None, None] for i in range(4))
-    return (rows >= y1) & (rows < y2) & (cols >= x1) & (cols < x2)
+    rows = xp.arange(h)
+    cols = xp.arange(w)
+    x1, y1, x2, y2 = (e[..., i][..., None] for i in range(4))
+    in_rows = ((rows >= y1) & (rows < y2))[..., :, None]  # (..., H, 1)
+    in_cols = ((cols >= x1) & (cols < x2))[..., None, :]  # (..., 1, W)
+    return in_rows & in_cols
 
 
 def rasterize(boxes, frame) -> np.ndarray:
@@ -161,5 +163,10 @@ def rasterize_batch(boxes: Sequence, frames) -> tuple[np.ndarray, np.ndarray]:
 
 def union_masks(boxes: Sequence, frames) -> np.ndarray:
     """Per-image boxes (or ImageAnnotations) → (N, H, W) bool union masks."""
-    masks, _ = rasterize_batch(boxes, frames)
-    return masks.any(axis=1)
+    edges, _ = batch_edges(boxes, frames)
+    n = len(edges)
+    size = frame_size(_frames(frames, n)[0]) if n else (1, 1)
+    out = np.zeros((n, *size), bool)
+    for k in range(edges.shape[1]):  # OR box by box: memory stays (N, H, W)
+        out |= edges_to_masks(edges[:, k], size)
+    return out
