@@ -1,22 +1,87 @@
-"""Alignment metrics between attention heatmaps and expert boxes (SPEC R4.1-R4.3) and
-baseline maps (R4.4)."""
+"""Alignment metrics between attention heatmaps and expert boxes (SPEC R4.1–R4.3), the
+localisation metrics the original lacks, aggregation helpers and baseline maps (R4.4).
 
+Entry point for the study: `alignment_grid(maps (I, ..., H, W), masks (I, H, W), targets)`
+— IoU at 7 percentiles, coverage, pointing, MSE and KL for every map in one jitted call.
+"""
+
+from .aggregate import (
+    SegmentStats,
+    by_feature,
+    by_label_any,
+    by_style,
+    lower_median,
+    segment_stats,
+)
 from .alignment import (
-    alignment_metrics,
+    EPS,
+    argmax_yx,
+    box_iou,
+    box_masks,
+    box_pointing,
+    corloc,
     coverage,
     descending_order,
-    gaussian_target,
+    dilate,
+    iou,
     iou_at_percentiles,
-    kl_target_attention,
-    mse,
+    pixel_ranks,
     pointing_hit,
+    ranking_values,
+    sanitize,
     threshold_counts,
     threshold_masks,
+    top_k_pointing,
+    top_order,
 )
-from .baselines import center_gaussian, random_maps, saliency_prior, sobel_edges
+from .baselines import (
+    N_RANDOM_TRIALS,
+    center_gaussian,
+    grey_resized,
+    image_seed,
+    random_maps,
+    random_maps_for_ids,
+    saliency_prior,
+    sobel_edges,
+    sobel_magnitude,
+)
+from .continuous import (
+    EMD_GRID_SIZE,
+    emd,
+    emd_grids,
+    gaussian_target,
+    gaussian_targets,
+    kl_from_terms,
+    kl_target_attention,
+    mse,
+    normalize_transport_weights,
+    target_terms,
+    wasserstein1,
+)
+from .grid import PERCENTILES, alignment_grid, alignment_metrics
+from .localisation import (
+    box_from_mask,
+    box_iou_edges,
+    jaccard,
+    lost_corloc,
+    mass_jaccard,
+    mass_threshold_mask,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    roc_auc,
+)
 
 __all__ = [
-    "alignment_metrics", "center_gaussian", "coverage", "descending_order", "gaussian_target",
-    "iou_at_percentiles", "kl_target_attention", "mse", "pointing_hit", "random_maps",
-    "saliency_prior", "sobel_edges", "threshold_counts", "threshold_masks",
+    "EMD_GRID_SIZE", "EPS", "N_RANDOM_TRIALS", "PERCENTILES", "SegmentStats",
+    "alignment_grid", "alignment_metrics", "argmax_yx", "box_from_mask", "box_iou",
+    "box_iou_edges", "box_masks", "box_pointing", "by_feature", "by_label_any", "by_style",
+    "center_gaussian", "corloc", "coverage", "descending_order", "dilate", "emd", "emd_grids",
+    "gaussian_target", "gaussian_targets", "grey_resized", "image_seed", "iou",
+    "iou_at_percentiles", "jaccard", "kl_from_terms", "kl_target_attention", "lost_corloc",
+    "lower_median", "mass_jaccard", "mass_threshold_mask", "mse",
+    "normalize_transport_weights", "pixel_ranks", "pointing_hit", "random_maps",
+    "random_maps_for_ids", "ranking_values", "relevance_mass_accuracy",
+    "relevance_rank_accuracy", "roc_auc", "saliency_prior", "sanitize", "segment_stats",
+    "sobel_edges", "sobel_magnitude", "target_terms", "threshold_counts", "threshold_masks",
+    "top_k_pointing", "top_order", "wasserstein1",
 ]

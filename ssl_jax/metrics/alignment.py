@@ -1,12 +1,17 @@
-"""Attention ↔ expert-box alignment metrics (SPEC R4.1-R4.3), vectorised.
+"""Attention ↔ expert-box alignment metrics (SPEC R4.1, R4.2), vectorised.
 
-All functions take heatmaps (..., H, W) float32 (the study's min-max-normalised maps) and a
-ground truth broadcastable against them, and are jit-able; leading axes (images, layers,
-methods, …) are batch axes. Everything for many percentiles comes from one sort per map.
+Conventions (DESIGN.md): maps are ``(..., H, W)`` floats (the study's min-max-normalised
+heatmaps; float16 is accepted and upcast to float32); masks are bool and broadcast against
+the maps (numpy rules); boxes are ``(..., K, 4)`` int pixel *edges* ``(x1, y1, x2, y2)``,
+end-exclusive, as `ssl_jax.data.box_edges` returns them, with a ``(..., K)`` bool validity
+mask for padding. Every function is pure and jit-able; leading axes are batch axes.
 
-Threshold at percentile p keeps exactly k = max(1, round(n·(100 − p)/100)) pixels (Python
-round: half to even), chosen by value descending, then flat index ascending (SPEC decision 2:
-deterministic ties); p = 0 keeps all pixels.
+Thresholding (SPEC decision 2). Percentile ``p`` keeps exactly
+``k = max(1, round(n·(100 − p)/100))`` pixels (Python ``round``: half to even; ``p = 0``
+keeps all ``n``), chosen by value descending, ties by flat row-major index ascending. NaN
+ranks below every number (it never enters a top-k set before a finite pixel) and −0.0
+equals +0.0. One `jax.lax.top_k` (stable: equal values keep index order) of the largest k
+serves every percentile of a call.
 """
 
 from __future__ import annotations
@@ -20,142 +25,265 @@ import numpy as np
 EPS = 1e-8
 
 
-def threshold_counts(n: int, percentiles: Sequence[float]) -> np.ndarray:
-    """Pixels kept at each percentile (the SPEC k table: 224² → p90 5018, p50 25088)."""
-    out = []
-    for p in percentiles:
-        if not 0 <= p <= 100:
-            raise ValueError(f"percentile {p} outside [0, 100]")
-        out.append(n if p == 0 else max(1, round(n * (100 - p) / 100)))
-    return np.asarray(out, np.int64)
+# --------------------------------------------------------------------------- helpers
 
 
 def _flat(x: jax.Array) -> jax.Array:
     return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
 
 
-def sanitize(x: jax.Array) -> jax.Array:
+def _as_float(maps) -> jax.Array:
+    m = jnp.asarray(maps)
+    if not jnp.issubdtype(m.dtype, jnp.floating) or m.dtype == jnp.float64:
+        m = m.astype(jnp.float32)
+    return m.astype(jnp.float32)
+
+
+def sanitize(x) -> jax.Array:
+    """float32, NaN/±inf → 0, clamped ≥ 0 (the original's ``sanitize``)."""
     x = jnp.asarray(x, jnp.float32)
     return jnp.maximum(jnp.where(jnp.isfinite(x), x, 0.0), 0.0)
 
 
-def descending_order(maps: jax.Array) -> jax.Array:
-    """Flat pixel indices by value descending, ties by index ascending: (..., H·W)."""
-    # a stable sort of -value keeps equal values in index order
-    return jnp.argsort(-_flat(jnp.asarray(maps, jnp.float32)), axis=-1, stable=True)
+def ranking_values(maps) -> jax.Array:
+    """float32 values used for ranking: NaN → −inf (ranks last), −0.0 → +0.0."""
+    v = _as_float(maps)
+    v = jnp.where(jnp.isnan(v), -jnp.inf, v)
+    return jnp.where(v == 0, jnp.float32(0), v)
 
 
-def threshold_masks(maps: jax.Array, percentiles: Sequence[float]) -> jax.Array:
+def _check_spatial(maps, masks, what: str = "masks", broadcast: bool = True) -> None:
+    ms, gs = tuple(np.shape(maps)), tuple(np.shape(masks))
+    if len(ms) < 2 or len(gs) < 2:
+        raise ValueError(f"maps and {what} need (..., H, W); got maps {ms}, {what} {gs}")
+    if ms[-2:] != gs[-2:]:
+        raise ValueError(f"maps are {ms[-2]}x{ms[-1]} but {what} are {gs[-2]}x{gs[-1]} "
+                         f"(maps {ms}, {what} {gs}); rasterise the boxes in the maps' frame")
+    if not broadcast:
+        return
+    try:
+        np.broadcast_shapes(ms, gs)
+    except ValueError:
+        raise ValueError(f"{what} {gs} do not broadcast against maps {ms}") from None
+
+
+def _check_edges(edges, valid) -> None:
+    es, vs = tuple(np.shape(edges)), tuple(np.shape(valid))
+    if len(es) < 2 or es[-1] != 4:
+        raise ValueError(f"box edges must be (..., K, 4) (x1, y1, x2, y2), got {es}")
+    if vs != es[:-1]:
+        raise ValueError(f"box validity mask must be {es[:-1]} for edges {es}, got {vs}")
+
+
+def threshold_counts(n: int, percentiles: Sequence[float]) -> np.ndarray:
+    """Pixels kept at each percentile (SPEC R4.1 k table: 224² → p90 5018 … p50 25088)."""
+    out = []
+    for p in np.atleast_1d(np.asarray(percentiles, dtype=object)).tolist():
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+            raise ValueError(f"percentile {p!r} is not a number")
+        if not 0 <= p <= 100:
+            raise ValueError(f"percentile {p} outside [0, 100]")
+        out.append(n if p == 0 else max(1, round(n * (100 - p) / 100)))
+    if not out:
+        raise ValueError("no percentiles given")
+    return np.asarray(out, np.int64)
+
+
+def top_order(maps, k: int) -> jax.Array:
+    """Flat indices of the k top-ranked pixels, in rank order: (..., k) int32."""
+    v = _flat(ranking_values(maps))
+    if not 1 <= k <= v.shape[-1]:
+        raise ValueError(f"k = {k} outside [1, {v.shape[-1]}]")
+    return jax.lax.top_k(v, k)[1]
+
+
+def descending_order(maps) -> jax.Array:
+    """Every flat pixel index by rank (value descending, index ascending): (..., H·W)."""
+    return top_order(maps, maps.shape[-2] * maps.shape[-1])
+
+
+def _partial_ranks(maps, k: int) -> jax.Array:
+    """Rank (0 = top) of each of the k top pixels, k for every other pixel: (..., H·W)."""
+    order = top_order(maps, k)
+    n = maps.shape[-2] * maps.shape[-1]
+    flat = order.reshape(-1, k)
+
+    def one(o):
+        return jnp.full((n,), k, jnp.int32).at[o].set(jnp.arange(k, dtype=jnp.int32))
+
+    return jax.vmap(one)(flat).reshape(*order.shape[:-1], n)
+
+
+def pixel_ranks(maps) -> jax.Array:
+    """Rank of every pixel (0 = top) under the tie rule: (..., H, W) int32."""
+    h, w = maps.shape[-2:]
+    return _partial_ranks(maps, h * w).reshape(maps.shape)
+
+
+def threshold_masks(maps, percentiles: Sequence[float]) -> jax.Array:
     """(..., H, W) maps → (..., P, H, W) bool masks of the top-k pixels per percentile."""
     h, w = maps.shape[-2:]
-    ks = jnp.asarray(threshold_counts(h * w, percentiles))
-    order = descending_order(maps)
-    rank = jnp.argsort(order, axis=-1)  # rank of every pixel
-    masks = rank[..., None, :] < ks[:, None]
-    return masks.reshape(*maps.shape[:-2], len(percentiles), h, w)
+    ks = threshold_counts(h * w, percentiles)
+    ranks = _partial_ranks(maps, int(ks.max()))
+    masks = ranks[..., None, :] < jnp.asarray(ks, jnp.int32)[:, None]
+    return masks.reshape(*maps.shape[:-2], len(ks), h, w)
 
 
-def iou_at_percentiles(maps: jax.Array, gt: jax.Array, percentiles: Sequence[float]):
-    """IoU of the top-k mask with the union mask at every percentile, from one sort.
+def _prefix_hits(g_sorted: jax.Array, ks: np.ndarray) -> jax.Array:
+    """Sum of g_sorted[..., :k] for every (ascending or not) k, by static block sums."""
+    uniq = np.unique(ks)
+    blocks, start = [], 0
+    for k in uniq:
+        blocks.append(jnp.sum(g_sorted[..., start:int(k)], axis=-1, dtype=jnp.int32))
+        start = int(k)
+    cum = jnp.cumsum(jnp.stack(blocks, axis=-1), axis=-1)
+    return cum[..., np.searchsorted(uniq, ks)]
 
-    Returns (iou (..., P), attention_area (P,), annotation_area (...)). IoU = |M∩G| /
-    (|M∪G| + 1e-8), 0 when the union is empty (SPEC R4.1).
+
+# --------------------------------------------------------------------------- IoU family
+
+
+def iou_at_percentiles(maps, gt, percentiles: Sequence[float]):
+    """IoU of the top-k mask with the (union) mask at every percentile, from one top-k.
+
+    maps (..., H, W); gt bool broadcastable to maps. Returns ``(iou (..., P),
+    attention_area (P,), annotation_area (...))``: IoU = |M∩G| / (|M∪G| + 1e-8), 0 when the
+    union is empty; areas are fractions of H·W (SPEC R4.1).
     """
+    _check_spatial(maps, gt)
     h, w = maps.shape[-2:]
     n = h * w
     ks = threshold_counts(n, percentiles)
-    g = _flat(jnp.broadcast_to(jnp.asarray(gt, bool), maps.shape)).astype(jnp.int32)
-    order = descending_order(maps)
-    hits = jnp.cumsum(jnp.take_along_axis(g, order, axis=-1), axis=-1)
-    inter = hits[..., jnp.asarray(ks - 1)].astype(jnp.float32)
-    g_count = jnp.sum(g, axis=-1, keepdims=True).astype(jnp.float32)
-    union = jnp.asarray(ks, jnp.float32) + g_count - inter
+    shape = jnp.broadcast_shapes(maps.shape, jnp.shape(gt))
+    maps = jnp.broadcast_to(maps, shape)
+    g = _flat(jnp.broadcast_to(jnp.asarray(gt, bool), shape))
+    order = top_order(maps, int(ks.max()))
+    inter = _prefix_hits(jnp.take_along_axis(g, order, axis=-1), ks).astype(jnp.float32)
+    g_count = jnp.sum(g, axis=-1, dtype=jnp.int32).astype(jnp.float32)
+    union = jnp.asarray(ks, jnp.float32) + g_count[..., None] - inter
     iou = jnp.where(union > 0, inter / (union + EPS), 0.0)
-    return iou, jnp.asarray(ks / n, jnp.float32), g_count[..., 0] / n
+    return iou, jnp.asarray(ks / n, jnp.float32), g_count / n
 
 
-def coverage(maps: jax.Array, gt: jax.Array) -> jax.Array:
-    """Fraction of the (sanitised) attention energy inside the boxes; 0 for an empty map."""
+def iou(maps, gt, percentile: float = 90):
+    """Single-percentile IoU (..., ) — `iou_at_percentiles` with one percentile."""
+    return iou_at_percentiles(maps, gt, (percentile,))[0][..., 0]
+
+
+def coverage(maps, gt) -> jax.Array:
+    """Fraction of the sanitised attention energy inside the mask; 0 for an all-zero map."""
+    _check_spatial(maps, gt)
     a = sanitize(maps)
     total = jnp.sum(a, axis=(-2, -1))
-    inside = jnp.sum(a * jnp.asarray(gt, jnp.float32), axis=(-2, -1))
+    inside = jnp.sum(jnp.where(jnp.asarray(gt, bool), a, 0.0), axis=(-2, -1))
     return jnp.where(total < EPS, 0.0, inside / jnp.maximum(total, EPS))
 
 
-def dilate(mask: jax.Array, tolerance: int) -> jax.Array:
-    """Square dilation by `tolerance` pixels (max-pool 2t+1, stride 1, same size)."""
-    if tolerance <= 0:
-        return jnp.asarray(mask, bool)
-    k = 2 * tolerance + 1
-    m = jnp.asarray(mask, jnp.float32)
+def box_masks(edges, valid, height: int, width: int) -> jax.Array:
+    """(..., K, 4) edges + (..., K) valid → (..., K, H, W) bool (padding rows all False)."""
+    _check_edges(edges, valid)
+    e = jnp.asarray(edges, jnp.int32)
+    rows = jnp.arange(height)[:, None]
+    cols = jnp.arange(width)[None, :]
+    x1, y1, x2, y2 = (e[..., i][..., None, None] for i in range(4))
+    m = (rows >= y1) & (rows < y2) & (cols >= x1) & (cols < x2)
+    return m & jnp.asarray(valid, bool)[..., None, None]
+
+
+def box_iou(maps, edges, valid, percentiles: Sequence[float]) -> jax.Array:
+    """Per-box IoU of the top-k mask with each box's own mask (SPEC R4.1
+    ``compute_per_bbox_iou``): maps (I, ..., H, W), edges (I, K, 4), valid (I, K) →
+    (I, ..., P, K), NaN for padding boxes; IoU = |M∩B| / (|M∪B| + 1e-8), 0 if the union is
+    empty."""
+    _check_edges(edges, valid)
+    maps = jnp.asarray(maps)
+    if edges.shape[0] != maps.shape[0] or maps.ndim < 3:
+        raise ValueError(f"maps (I, ..., H, W) and edges (I, K, 4) must share I; got maps "
+                         f"{maps.shape}, edges {tuple(edges.shape)}")
+    h, w = maps.shape[-2:]
+    tm = threshold_masks(maps, percentiles)  # (I, ..., P, H, W)
+    bm = box_masks(edges, valid, h, w)  # (I, K, H, W)
+    extra = tm.ndim - 3  # axes between I and (H, W) in tm, P included
+    bm = bm.reshape(bm.shape[:1] + (1,) * extra + bm.shape[1:])  # (I, 1.., K, H, W)
+    tmk = tm[..., None, :, :]  # (I, ..., P, 1, H, W)
+    inter = jnp.sum(tmk & bm, axis=(-2, -1), dtype=jnp.int32).astype(jnp.float32)
+    union = jnp.sum(tmk | bm, axis=(-2, -1), dtype=jnp.int32).astype(jnp.float32)
+    out = jnp.where(union > 0, inter / (union + EPS), 0.0)
+    v = jnp.asarray(valid, bool).reshape(valid.shape[:1] + (1,) * extra + valid.shape[1:])
+    return jnp.where(v, out, jnp.nan)
+
+
+def corloc(ious, threshold: float = 0.5, axis: int = 0) -> jax.Array:
+    """CorLoc: fraction of images (along `axis`) whose IoU ≥ threshold (NaN ignored)."""
+    x = jnp.asarray(ious, jnp.float32)
+    ok = jnp.isfinite(x)
+    hits = jnp.sum(jnp.where(ok, x >= threshold, False), axis=axis)
+    return hits / jnp.maximum(jnp.sum(ok, axis=axis), 1)
+
+
+# --------------------------------------------------------------------------- pointing game
+
+
+def dilate(mask, tolerance: int) -> jax.Array:
+    """Square dilation by `tolerance` pixels (max-pool 2t+1, stride 1, same size) over the
+    last two axes."""
+    if tolerance < 0 or int(tolerance) != tolerance:
+        raise ValueError(f"tolerance must be a non-negative integer of pixels, got {tolerance}")
+    m = jnp.asarray(mask, bool)
+    if tolerance == 0:
+        return m
+    k = 2 * int(tolerance) + 1
     dims = (1,) * (m.ndim - 2) + (k, k)
-    out = jax.lax.reduce_window(m, -jnp.inf, jax.lax.max, dims, (1,) * m.ndim, "SAME")
+    out = jax.lax.reduce_window(m.astype(jnp.float32), -jnp.inf, jax.lax.max, dims,
+                                (1,) * m.ndim, "SAME")
     return out > 0.5
 
 
-def pointing_hit(maps: jax.Array, gt: jax.Array, tolerance: int = 0) -> jax.Array:
-    """1.0 where the first maximum (row-major) of the map falls in the (dilated) mask."""
-    idx = jnp.argmax(_flat(jnp.asarray(maps, jnp.float32)), axis=-1)
-    g = _flat(jnp.broadcast_to(dilate(gt, tolerance), maps.shape))
+def argmax_yx(maps) -> tuple[jax.Array, jax.Array]:
+    """(y, x) of the first maximum in row-major order (NaN never wins)."""
+    w = maps.shape[-1]
+    idx = jnp.argmax(_flat(ranking_values(maps)), axis=-1)
+    return idx // w, idx % w
+
+
+def pointing_hit(maps, gt, tolerance: int = 0) -> jax.Array:
+    """1.0 where the first maximum (row-major) falls in the mask dilated by `tolerance` px."""
+    _check_spatial(maps, gt)
+    shape = jnp.broadcast_shapes(maps.shape, jnp.shape(gt))
+    idx = jnp.argmax(_flat(ranking_values(jnp.broadcast_to(maps, shape))), axis=-1)
+    g = _flat(jnp.broadcast_to(dilate(gt, tolerance), shape))
     return jnp.take_along_axis(g, idx[..., None], axis=-1)[..., 0].astype(jnp.float32)
 
 
-def gaussian_target(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Soft ground truth (SPEC R4.3): per box an axis-aligned Gaussian at its centre with
-    sigma = max(side/4, 1) px, peak 1; pixelwise max over boxes, / max; zeros if no box."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    if b.shape[0] == 0:
-        return np.zeros((height, width), np.float32)
-    y = (np.arange(height, dtype=np.float32) + 0.5)[:, None]
-    x = (np.arange(width, dtype=np.float32) + 0.5)[None, :]
-    out = np.zeros((height, width), np.float32)
-    for left, top, right, bottom in b:
-        bw, bh = max((right - left) * width, 1.0), max((bottom - top) * height, 1.0)
-        cx, cy = (left + right) * width / 2, (top + bottom) * height / 2
-        sx, sy = max(bw / 4, 1.0), max(bh / 4, 1.0)
-        g = np.exp(-((x - cx) ** 2 / (2 * sx**2) + (y - cy) ** 2 / (2 * sy**2)))
-        g = (g / g.max()).astype(np.float32) if g.max() > 0 else g.astype(np.float32)
-        out = np.maximum(out, g)
-    m = out.max()
-    return np.clip(out / m, 0, 1).astype(np.float32) if m > 0 else out
+def top_k_pointing(maps, gt, k: int = 5, tolerance: int = 0) -> jax.Array:
+    """Number of the k top-ranked pixels inside the (dilated) mask: (...,) int32."""
+    _check_spatial(maps, gt)
+    shape = jnp.broadcast_shapes(maps.shape, jnp.shape(gt))
+    order = top_order(jnp.broadcast_to(maps, shape), k)
+    g = _flat(jnp.broadcast_to(dilate(gt, tolerance), shape))
+    return jnp.sum(jnp.take_along_axis(g, order, axis=-1), axis=-1, dtype=jnp.int32)
 
 
-def mse(maps: jax.Array, target: jax.Array) -> jax.Array:
-    a = jnp.clip(sanitize(maps), 0, 1)
-    t = jnp.clip(sanitize(target), 0, 1)
-    return jnp.mean((a - t) ** 2, axis=(-2, -1))
-
-
-def kl_target_attention(maps: jax.Array, target: jax.Array) -> jax.Array:
-    """KL(target ‖ attention) with both maps made distributions ((x + 1e-8) / sum)."""
-
-    def dist(x):
-        x = sanitize(x) + EPS
-        s = jnp.sum(x, axis=(-2, -1), keepdims=True)
-        uniform = jnp.full_like(x, 1.0 / (x.shape[-1] * x.shape[-2]))
-        return jnp.where(jnp.isfinite(s) & (s > 0), x / s, uniform)
-
-    p = dist(jnp.broadcast_to(target, maps.shape))
-    q = dist(maps)
-    return jnp.sum(p * (jnp.log(p) - jnp.log(q)), axis=(-2, -1))
-
-
-def alignment_metrics(maps: jax.Array, gt: jax.Array, target: jax.Array,
-                      percentiles: Sequence[float], tolerance: int = 0) -> dict[str, jax.Array]:
-    """Every per-map metric in one call: maps (I, ..., H, W), gt (I, H, W) bool union masks,
-    target (I, H, W) Gaussian soft targets. Returns {name: (I, ...)} with "iou@p" per
-    percentile, "coverage", "pointing", "mse", "kl", "annotation_area"."""
-    extra = maps.ndim - gt.ndim
-    gt_b = jnp.asarray(gt).reshape(gt.shape[:1] + (1,) * extra + gt.shape[1:])
-    tg_b = jnp.asarray(target).reshape(target.shape[:1] + (1,) * extra + target.shape[1:])
-    iou, _, area = iou_at_percentiles(maps, gt_b, percentiles)
-    out = {f"iou@{p:g}": iou[..., i] for i, p in enumerate(percentiles)}
-    out["coverage"] = coverage(maps, gt_b)
-    out["pointing"] = pointing_hit(maps, gt_b, tolerance)
-    out["mse"] = mse(maps, tg_b)
-    out["kl"] = kl_target_attention(maps, tg_b)
-    out["annotation_area"] = area
-    return out
-
-
-alignment_metrics_jit = jax.jit(alignment_metrics, static_argnames=("percentiles", "tolerance"))
+def box_pointing(maps, edges, valid, tolerance: int = 0) -> jax.Array:
+    """Per-box pointing (SPEC R4.2 ``pointing_game_by_feature`` before the OR by label):
+    maps (I, ..., H, W), edges (I, K, 4), valid (I, K) → (I, ..., K) float, 1.0 if the first
+    maximum lies in the box dilated by `tolerance` (clipped to the image), NaN for padding.
+    OR over boxes of one label with `aggregate.by_label_any`."""
+    _check_edges(edges, valid)
+    if tolerance < 0 or int(tolerance) != tolerance:
+        raise ValueError(f"tolerance must be a non-negative integer of pixels, got {tolerance}")
+    maps = jnp.asarray(maps)
+    if edges.shape[0] != maps.shape[0]:
+        raise ValueError(f"maps (I, ..., H, W) and edges (I, K, 4) must share I; got maps "
+                         f"{maps.shape}, edges {tuple(edges.shape)}")
+    y, x = argmax_yx(maps)  # (I, ...)
+    e = jnp.asarray(edges, jnp.int32)
+    extra = maps.ndim - 3
+    e = e.reshape(e.shape[:1] + (1,) * extra + e.shape[1:])  # (I, 1.., K, 4)
+    x1, y1, x2, y2 = (e[..., i] for i in range(4))
+    nonempty = (x2 > x1) & (y2 > y1)
+    t = int(tolerance)
+    hit = ((x[..., None] >= x1 - t) & (x[..., None] < x2 + t)
+           & (y[..., None] >= y1 - t) & (y[..., None] < y2 + t) & nonempty)
+    v = jnp.asarray(valid, bool).reshape(valid.shape[:1] + (1,) * extra + valid.shape[1:])
+    return jnp.where(v, hit.astype(jnp.float32), jnp.nan)

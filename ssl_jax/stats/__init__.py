@@ -1,14 +1,32 @@
-"""Statistics for the study: bootstrap CIs, paired tests, effect sizes, corrections."""
+"""Statistics for the study: bootstrap CIs (percentile, BCa; JAX, explicit key), paired tests
+with survival-function p-values, effect sizes, multiple-comparison corrections, all-pairs
+comparison and ranking."""
 
+from .bootstrap import BootstrapCI, bootstrap_ci, bootstrap_distribution, paired_bootstrap_ci
+from .compare import Comparison, Ranked, compare_all_models, rank_models
 from .inference import (
+    CORRECTIONS,
     PairedResult,
-    bootstrap_ci,
+    benjamini_hochberg,
+    bonferroni,
+    choose_test,
+    cohens_d,
     cohens_dz,
+    correct,
     holm,
+    multiple_comparison_correction,
     paired_comparison,
     paired_ttest,
+    paired_ttest_full,
+    shapiro_p,
     wilcoxon,
+    wilcoxon_full,
 )
 
-__all__ = ["PairedResult", "bootstrap_ci", "cohens_dz", "holm", "paired_comparison",
-           "paired_ttest", "wilcoxon"]
+__all__ = [
+    "CORRECTIONS", "BootstrapCI", "Comparison", "PairedResult", "Ranked", "benjamini_hochberg",
+    "bonferroni", "bootstrap_ci", "bootstrap_distribution", "choose_test", "cohens_d",
+    "cohens_dz", "compare_all_models", "correct", "holm", "multiple_comparison_correction",
+    "paired_bootstrap_ci", "paired_comparison", "paired_ttest", "paired_ttest_full",
+    "rank_models", "shapiro_p", "wilcoxon", "wilcoxon_full",
+]
