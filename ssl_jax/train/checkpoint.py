@@ -112,6 +112,7 @@ def write_json(path: Path, payload: Any) -> None:
 
 def compare_records(stored: dict, current: dict, *, where: str) -> None:
     """Refuse to resume a run with a different model or different training settings."""
+    stored, current = (json.loads(json.dumps(r, default=str)) for r in (stored, current))
     diffs = []
     if stored.get("spec") != current.get("spec"):
         keys = sorted(k for k in set(stored.get("spec", {})) | set(current.get("spec", {}))

@@ -13,6 +13,7 @@ dropout from fold_in(root, 2) and the global step. A run is therefore a pure fun
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -156,74 +157,100 @@ def initial_state_like(spec: ModelSpec, base: dict, training: dict, num_classes:
                                      "opt_state": tx.init(t)}, trainable)
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """Everything static about a train step (hashable: the jit cache key, so every run with
+    the same model, strategy, shapes and optimizer settings reuses one compiled step)."""
+
+    spec: ModelSpec
+    strategy: str
+    lora: LoraConfig | None
+    augment: bool
+    input_hw: tuple[int, int]
+    dtype: Any
+    optimizer: tuple[tuple[str, Any], ...]  # make_tx settings, sorted items
+
+    @property
+    def training(self) -> dict:
+        return dict(self.optimizer)
+
+
+_TX_KEYS = ("strategy", "total_steps", "lr_backbone", "lr_head", "weight_decay",
+            "warmup_ratio", "max_grad_norm", "decay_norms_and_biases")
+
+
+def _forward(plan: StepPlan, trainable, frozen, pixels, drop_key):
+    lora = plan.lora
+    backbone = trainable["backbone"] if "backbone" in trainable else frozen
+    keys = None
+    if lora is not None and drop_key is not None and lora.dropout > 0:
+        keys = jax.random.split(drop_key, pixels.shape[0])
+    return batch_logits(plan.spec, backbone, trainable["head"], pixels,
+                        adapters=trainable.get("lora"), lora=lora, keys=keys, dtype=plan.dtype)
+
+
+def _pixels(plan: StepPlan, images, key):
+    p = plan.spec.preprocessing
+    aug = AugmentConfig() if plan.augment and key is not None else None
+    return prepare_batch(images, key if aug is not None else None, plan.input_hw, p.mean, p.std,
+                         aug)
+
+
+@functools.partial(jax.jit, static_argnames=("plan",), donate_argnums=(0,))
+def train_step(state, frozen, images, labels, mask, weights, step_root, *, plan: StepPlan):
+    """One optimizer step: augment (key = fold_in(step_root, step)), forward, class-weighted
+    CE over the real (mask = 1) examples, clip + AdamW. Returns (new state, metrics)."""
+    k = jax.random.fold_in(step_root, state["step"])
+    k_aug, k_drop = jax.random.split(k)
+    pixels = _pixels(plan, images, k_aug)
+
+    def loss_fn(trainable):
+        logits = _forward(plan, trainable, frozen, pixels, k_drop)
+        return weighted_cross_entropy(logits, labels, weights, mask), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
+    tx = make_tx(plan.training, state["trainable"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["trainable"])
+    trainable = optax.apply_updates(state["trainable"], updates)
+    m = mask.astype(jnp.float32)
+    correct = jnp.sum((jnp.argmax(logits, -1) == labels) * m)
+    metrics = {"loss": loss, "correct": correct, "count": jnp.sum(m),
+               "grad_norm": optax.global_norm(grads)}
+    return {"step": state["step"] + 1, "trainable": trainable, "opt_state": opt_state}, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def eval_logits(trainable, frozen, images, *, plan: StepPlan):
+    """Logits without augmentation or dropout."""
+    return _forward(plan, trainable, frozen, _pixels(plan, images, None), None)
+
+
 class Trainer:
-    """Jitted train and eval steps for one model, strategy and data shape."""
+    """Host side of training: the step plan, device placement (data parallel over a 1-D
+    "data" mesh of the local devices) and padded evaluation batches."""
 
     def __init__(self, spec: ModelSpec, config: FinetuneConfig, training: dict,
                  num_classes: int, input_hw: tuple[int, int], weights: np.ndarray | None,
                  mesh: Mesh | None = None, dtype=jnp.float32):
         self.spec, self.config, self.training = spec, config, training
-        self.num_classes, self.input_hw, self.dtype = num_classes, tuple(input_hw), dtype
-        self.weights = None if weights is None else jnp.asarray(weights, jnp.float32)
+        self.num_classes, self.input_hw = num_classes, tuple(input_hw)
         self.lora = config.lora if config.strategy == "lora" else None
+        w = np.ones(num_classes, np.float32) if weights is None else weights
+        self.weights = jnp.asarray(w, jnp.float32)
+        self.plan = StepPlan(spec, config.strategy, self.lora, config.augment,
+                             self.input_hw, jnp.dtype(dtype).type,
+                             tuple(sorted((k, _hashable(training[k])) for k in _TX_KEYS)))
         self.mesh = mesh if mesh is not None else Mesh(np.asarray(jax.local_devices()), ("data",))
-        self.n_devices = self.mesh.devices.size
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.batched = NamedSharding(self.mesh, PartitionSpec("data"))
-        self.tx: optax.GradientTransformation | None = None
-        self._train = jax.jit(self._train_step, donate_argnums=(0,))
-        self._logits = jax.jit(self._eval_logits)
 
-    # -- pure functions -------------------------------------------------------------------------
-    def _forward(self, trainable, frozen, pixels, drop_key):
-        spec, lora = self.spec, self.lora
-        backbone = trainable["backbone"] if "backbone" in trainable else frozen
-        keys = None
-        if lora is not None and drop_key is not None and lora.dropout > 0:
-            keys = jax.random.split(drop_key, pixels.shape[0])
-        return batch_logits(spec, backbone, trainable["head"], pixels,
-                            adapters=trainable.get("lora"), lora=lora, keys=keys,
-                            dtype=self.dtype)
-
-    def _pixels(self, images, key):
-        p = self.spec.preprocessing
-        aug = AugmentConfig() if self.config.augment else None
-        return prepare_batch(images, key if aug is not None else None, self.input_hw, p.mean,
-                             p.std, aug)
-
-    def _train_step(self, state, frozen, images, labels, mask, step_root):
-        k = jax.random.fold_in(step_root, state["step"])
-        k_aug, k_drop = jax.random.split(k)
-        pixels = self._pixels(images, k_aug)
-
-        def loss_fn(trainable):
-            logits = self._forward(trainable, frozen, pixels, k_drop)
-            return weighted_cross_entropy(logits, labels, self.weights, mask), logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
-        updates, opt_state = self.tx.update(grads, state["opt_state"], state["trainable"])
-        trainable = optax.apply_updates(state["trainable"], updates)
-        m = mask.astype(jnp.float32)
-        correct = jnp.sum((jnp.argmax(logits, -1) == labels) * m)
-        metrics = {"loss": loss, "correct": correct, "count": jnp.sum(m),
-                   "grad_norm": optax.global_norm(grads)}
-        return {"step": state["step"] + 1, "trainable": trainable, "opt_state": opt_state}, metrics
-
-    def _eval_logits(self, trainable, frozen, images):
-        return self._forward(trainable, frozen, self._pixels_eval(images), None)
-
-    def _pixels_eval(self, images):
-        p = self.spec.preprocessing
-        return prepare_batch(images, None, self.input_hw, p.mean, p.std, None)
-
-    # -- host side ------------------------------------------------------------------------------
     def init_state(self, trainable: dict) -> dict:
-        self.tx = make_tx(self.training, trainable)
+        # own buffers: the train step donates the state, which must never free the caller's
+        # arrays (the full strategy starts from the model's own params)
+        trainable = jax.tree.map(jnp.copy, trainable)
+        tx = make_tx(self.training, trainable)
         return {"step": jnp.zeros((), jnp.int32), "trainable": trainable,
-                "opt_state": self.tx.init(trainable)}
-
-    def set_tx_for(self, trainable_like: dict) -> None:
-        self.tx = make_tx(self.training, trainable_like)
+                "opt_state": tx.init(trainable)}
 
     def place(self, tree):
         return jax.device_put(tree, self.replicated)
@@ -233,15 +260,20 @@ class Trainer:
 
     def train_step(self, state, frozen, images, labels, mask, step_root):
         images, labels, mask = self.place_batch(images, labels, mask)
-        return self._train(state, frozen, images, labels, mask, step_root)
+        return train_step(state, frozen, images, labels, mask, self.weights, step_root,
+                          plan=self.plan)
 
     def predict(self, trainable, frozen, images: np.ndarray, batch_size: int) -> np.ndarray:
         """(N, C) logits, in fixed padded batches."""
         out = []
         for idx, n in padded_batches(np.arange(len(images)), batch_size):
             (x,) = self.place_batch(images[idx])
-            out.append(np.asarray(self._logits(trainable, frozen, x))[:n])
+            out.append(np.asarray(eval_logits(trainable, frozen, x, plan=self.plan))[:n])
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+
+
+def _hashable(v):
+    return tuple(_hashable(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
 def padded_batches(order: np.ndarray, batch_size: int):
