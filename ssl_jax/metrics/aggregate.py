@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .alignment import jit_static
+
 
 class SegmentStats(NamedTuple):
     mean: jax.Array
@@ -29,6 +31,7 @@ class SegmentStats(NamedTuple):
     count: jax.Array
 
 
+@jit_static("num_segments")
 def segment_stats(values, labels, num_segments: int) -> SegmentStats:
     v = jnp.asarray(values, jnp.float32)
     lab = jnp.asarray(labels, jnp.int32)
@@ -74,6 +77,7 @@ def by_style(values, styles, num_styles: int) -> SegmentStats:
     return segment_stats(v[idx_i], idx_s, num_styles)
 
 
+@jit_static("num_labels")
 def by_label_any(box_hits, labels, valid, num_labels: int) -> jax.Array:
     h = jnp.asarray(box_hits, jnp.float32)
     lab, val = jnp.asarray(labels, jnp.int32), jnp.asarray(valid, bool)
@@ -89,6 +93,7 @@ def by_label_any(box_hits, labels, valid, num_labels: int) -> jax.Array:
     return jnp.where(present, hit.astype(jnp.float32), jnp.nan)
 
 
+@jit_static("axis")
 def lower_median(values, axis: int = 0) -> jax.Array:
     """torch.median semantics: the lower of the two middle values for even counts."""
     v = jnp.sort(jnp.asarray(values, jnp.float32), axis=axis)

@@ -16,7 +16,9 @@ serves every percentile of a call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +28,31 @@ EPS = 1e-8
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def jit_static(*static: str) -> Callable:
+    """jax.jit with the named arguments static; lists/arrays given for them become tuples
+    (hashable), so callers may pass ``[90, 50]``. Shape checks run at trace time."""
+
+    def deco(f):
+        sig = inspect.signature(f)
+        jf = jax.jit(f, static_argnames=static)
+
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            for name in static:
+                v = bound.arguments[name]
+                if isinstance(v, (list, np.ndarray)):
+                    bound.arguments[name] = tuple(np.asarray(v).tolist())
+                elif isinstance(v, (np.integer, np.floating)):
+                    bound.arguments[name] = v.item()
+            return jf(*bound.args, **bound.kwargs)
+
+        return wrapper
+
+    return deco
 
 
 def _flat(x: jax.Array) -> jax.Array:
@@ -89,6 +116,7 @@ def threshold_counts(n: int, percentiles: Sequence[float]) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
+@jit_static("k")
 def top_order(maps, k: int) -> jax.Array:
     """Flat indices of the k top-ranked pixels, in rank order: (..., k) int32."""
     v = _flat(ranking_values(maps))
@@ -97,6 +125,7 @@ def top_order(maps, k: int) -> jax.Array:
     return jax.lax.top_k(v, k)[1]
 
 
+@jax.jit
 def descending_order(maps) -> jax.Array:
     """Every flat pixel index by rank (value descending, index ascending): (..., H·W)."""
     return top_order(maps, maps.shape[-2] * maps.shape[-1])
@@ -114,12 +143,14 @@ def _partial_ranks(maps, k: int) -> jax.Array:
     return jax.vmap(one)(flat).reshape(*order.shape[:-1], n)
 
 
+@jax.jit
 def pixel_ranks(maps) -> jax.Array:
     """Rank of every pixel (0 = top) under the tie rule: (..., H, W) int32."""
     h, w = maps.shape[-2:]
     return _partial_ranks(maps, h * w).reshape(maps.shape)
 
 
+@jit_static("percentiles")
 def threshold_masks(maps, percentiles: Sequence[float]) -> jax.Array:
     """(..., H, W) maps → (..., P, H, W) bool masks of the top-k pixels per percentile."""
     h, w = maps.shape[-2:]
@@ -143,6 +174,7 @@ def _prefix_hits(g_sorted: jax.Array, ks: np.ndarray) -> jax.Array:
 # --------------------------------------------------------------------------- IoU family
 
 
+@jit_static("percentiles")
 def iou_at_percentiles(maps, gt, percentiles: Sequence[float]):
     """IoU of the top-k mask with the (union) mask at every percentile, from one top-k.
 
@@ -165,11 +197,13 @@ def iou_at_percentiles(maps, gt, percentiles: Sequence[float]):
     return iou, jnp.asarray(ks / n, jnp.float32), g_count / n
 
 
+@jit_static("percentile")
 def iou(maps, gt, percentile: float = 90):
     """Single-percentile IoU (..., ) — `iou_at_percentiles` with one percentile."""
     return iou_at_percentiles(maps, gt, (percentile,))[0][..., 0]
 
 
+@jax.jit
 def coverage(maps, gt) -> jax.Array:
     """Fraction of the sanitised attention energy inside the mask; 0 for an all-zero map."""
     _check_spatial(maps, gt)
@@ -179,6 +213,7 @@ def coverage(maps, gt) -> jax.Array:
     return jnp.where(total < EPS, 0.0, inside / jnp.maximum(total, EPS))
 
 
+@jit_static("height", "width")
 def box_masks(edges, valid, height: int, width: int) -> jax.Array:
     """(..., K, 4) edges + (..., K) valid → (..., K, H, W) bool (padding rows all False)."""
     _check_edges(edges, valid)
@@ -190,6 +225,7 @@ def box_masks(edges, valid, height: int, width: int) -> jax.Array:
     return m & jnp.asarray(valid, bool)[..., None, None]
 
 
+@jit_static("percentiles")
 def box_iou(maps, edges, valid, percentiles: Sequence[float]) -> jax.Array:
     """Per-box IoU of the top-k mask with each box's own mask (SPEC R4.1
     ``compute_per_bbox_iou``): maps (I, ..., H, W), edges (I, K, 4), valid (I, K) →
@@ -213,6 +249,7 @@ def box_iou(maps, edges, valid, percentiles: Sequence[float]) -> jax.Array:
     return jnp.where(v, out, jnp.nan)
 
 
+@jit_static("threshold", "axis")
 def corloc(ious, threshold: float = 0.5, axis: int = 0) -> jax.Array:
     """CorLoc: fraction of images (along `axis`) whose IoU ≥ threshold (NaN ignored)."""
     x = jnp.asarray(ious, jnp.float32)
@@ -224,6 +261,7 @@ def corloc(ious, threshold: float = 0.5, axis: int = 0) -> jax.Array:
 # --------------------------------------------------------------------------- pointing game
 
 
+@jit_static("tolerance")
 def dilate(mask, tolerance: int) -> jax.Array:
     """Square dilation by `tolerance` pixels (max-pool 2t+1, stride 1, same size) over the
     last two axes."""
@@ -239,6 +277,7 @@ def dilate(mask, tolerance: int) -> jax.Array:
     return out > 0.5
 
 
+@jax.jit
 def argmax_yx(maps) -> tuple[jax.Array, jax.Array]:
     """(y, x) of the first maximum in row-major order (NaN never wins)."""
     w = maps.shape[-1]
@@ -246,6 +285,7 @@ def argmax_yx(maps) -> tuple[jax.Array, jax.Array]:
     return idx // w, idx % w
 
 
+@jit_static("tolerance")
 def pointing_hit(maps, gt, tolerance: int = 0) -> jax.Array:
     """1.0 where the first maximum (row-major) falls in the mask dilated by `tolerance` px."""
     _check_spatial(maps, gt)
@@ -255,6 +295,7 @@ def pointing_hit(maps, gt, tolerance: int = 0) -> jax.Array:
     return jnp.take_along_axis(g, idx[..., None], axis=-1)[..., 0].astype(jnp.float32)
 
 
+@jit_static("k", "tolerance")
 def top_k_pointing(maps, gt, k: int = 5, tolerance: int = 0) -> jax.Array:
     """Number of the k top-ranked pixels inside the (dilated) mask: (...,) int32."""
     _check_spatial(maps, gt)
@@ -264,6 +305,7 @@ def top_k_pointing(maps, gt, k: int = 5, tolerance: int = 0) -> jax.Array:
     return jnp.sum(jnp.take_along_axis(g, order, axis=-1), axis=-1, dtype=jnp.int32)
 
 
+@jit_static("tolerance")
 def box_pointing(maps, edges, valid, tolerance: int = 0) -> jax.Array:
     """Per-box pointing (SPEC R4.2 ``pointing_game_by_feature`` before the OR by label):
     maps (I, ..., H, W), edges (I, K, 4), valid (I, K) → (I, ..., K) float, 1.0 if the first

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.spatial import distance_matrix
 
-from .alignment import EPS, sanitize
+from .alignment import EPS, jit_static, sanitize
 
 EMD_GRID_SIZE = 8
 
@@ -36,6 +36,7 @@ EMD_GRID_SIZE = 8
 # --------------------------------------------------------------------------- soft targets
 
 
+@jit_static("height", "width")
 def gaussian_targets(boxes_px, valid, height: int, width: int) -> jax.Array:
     """(..., K, 4) float pixel boxes + (..., K) valid → (..., H, W) float32 soft union."""
     b = jnp.asarray(boxes_px, jnp.float32)
@@ -83,6 +84,7 @@ def _check_same(maps, target) -> None:
         raise ValueError(f"target {ts} does not broadcast against maps {ms}") from None
 
 
+@jax.jit
 def mse(maps, target) -> jax.Array:
     """mean over pixels of (clip01(sanitize(a)) − clip01(sanitize(g)))²."""
     _check_same(maps, target)
@@ -98,6 +100,7 @@ def _distribution(x) -> jax.Array:
     return jnp.where(jnp.isfinite(s) & (s > 0), x / s, uniform)
 
 
+@jax.jit
 def kl_target_attention(maps, target) -> jax.Array:
     """KL(target ‖ attention) = Σ p (log p − log q), p and q = (sanitize(x) + 1e-8) / Σ."""
     _check_same(maps, target)
@@ -107,12 +110,14 @@ def kl_target_attention(maps, target) -> jax.Array:
     return jnp.sum(p * (jnp.log(p) - jnp.log(q)), axis=(-2, -1))
 
 
+@jax.jit
 def target_terms(target) -> tuple[jax.Array, jax.Array]:
     """Per-target pieces of KL shared by every map of an image: (p, Σ p log p)."""
     p = _distribution(target)
     return p, jnp.sum(p * jnp.log(p), axis=(-2, -1))
 
 
+@jax.jit
 def kl_from_terms(maps, p, plogp) -> jax.Array:
     """KL(p ‖ q(maps)) using Σ p = 1: Σ p log p − Σ p log(a + ε) + log Σ(a + ε) (one log
     per pixel and a dot product per map; equal to `kl_target_attention` to float32 rounding).
@@ -142,6 +147,7 @@ def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
+@jit_static("size")
 def emd_grids(maps, size: int = EMD_GRID_SIZE) -> jax.Array:
     """(..., H, W) → (..., size, size) float32: sanitised, bilinear (no antialias) resized."""
     h, w = maps.shape[-2:]

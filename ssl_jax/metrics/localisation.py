@@ -32,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from .alignment import _check_spatial, _flat, ranking_values, sanitize, top_order
+from .alignment import _check_spatial, _flat, jit_static, ranking_values, sanitize, top_order
 
 
+@jax.jit
 def relevance_mass_accuracy(maps, gt) -> jax.Array:
     _check_spatial(maps, gt)
     a = jnp.abs(jnp.nan_to_num(jnp.asarray(maps, jnp.float32), nan=0.0, posinf=0.0,
@@ -46,6 +47,7 @@ def relevance_mass_accuracy(maps, gt) -> jax.Array:
     return jnp.where(empty | (total <= 0), jnp.nan, inside / jnp.where(total > 0, total, 1.0))
 
 
+@jax.jit
 def relevance_rank_accuracy(maps, gt) -> jax.Array:
     """|top-|G| pixels ∩ G| / |G|; NaN for an empty mask. One full ranking per map."""
     _check_spatial(maps, gt)
@@ -59,6 +61,7 @@ def relevance_rank_accuracy(maps, gt) -> jax.Array:
     return jnp.where(k > 0, within / jnp.maximum(k, 1), jnp.nan)
 
 
+@jax.jit
 def roc_auc(maps, gt) -> jax.Array:
     """Mann–Whitney ROC-AUC of the map as a score for mask membership (ties ½)."""
     _check_spatial(maps, gt)
@@ -80,6 +83,7 @@ def roc_auc(maps, gt) -> jax.Array:
     return jnp.where((n_pos > 0) & (n_neg > 0), auc, jnp.nan)
 
 
+@jit_static("fraction")
 def mass_threshold_mask(maps, fraction: float = 0.6) -> jax.Array:
     """Smallest top-ranked pixel set holding `fraction` of the mass: (..., H, W) bool."""
     if not 0 < fraction <= 1:
@@ -98,6 +102,7 @@ def mass_threshold_mask(maps, fraction: float = 0.6) -> jax.Array:
     return keep.reshape(maps.shape)
 
 
+@jax.jit
 def jaccard(a, b) -> jax.Array:
     """|A∩B| / |A∪B| over the last two axes; NaN when both are empty."""
     a, b = jnp.asarray(a, bool), jnp.asarray(b, bool)
@@ -106,6 +111,7 @@ def jaccard(a, b) -> jax.Array:
     return jnp.where(union > 0, inter / jnp.maximum(union, 1), jnp.nan)
 
 
+@jit_static("fraction")
 def mass_jaccard(maps, gt, fraction: float = 0.6) -> jax.Array:
     """Jaccard of DINO's mass-threshold mask with the ground truth."""
     _check_spatial(maps, gt)

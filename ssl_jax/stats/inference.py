@@ -41,6 +41,31 @@ def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def t_log_sf(t: float, df: float) -> float:
+    """log P(T > t) for Student's t, finite where scipy's logsf underflows to -inf.
+
+    For large t: sf = ½ I_x(ν/2, ½) with x = ν/(ν + t²), and I_x(a, b) = x^a (1−x)^b /
+    (a B(a, b)) · ₂F₁(a + b, 1; a + 1; x) (series summed in log space; x is tiny there).
+    """
+    v = float(_st.t.logsf(t, df))
+    if np.isfinite(v) or t <= 0:
+        return v
+    return _t_log_sf_series(t, df)
+
+
+def _t_log_sf_series(t: float, df: float) -> float:
+    a, b = df / 2, 0.5
+    x = df / (df + t * t)
+    term, total, k = 1.0, 1.0, 0
+    while term > 1e-17 * total and k < 10_000:
+        term *= (a + b + k) / (a + 1 + k) * x
+        total += term
+        k += 1
+    log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    return (math.log(0.5) + a * math.log(x) + b * math.log1p(-x) - math.log(a) - log_beta
+            + math.log(total))
+
+
 def paired_ttest_full(a, b) -> tuple[float, float, float]:
     """(t, p, log10 p), two-sided, df = n − 1; (0, 1, 0) for n < 2 or no variation."""
     a, b = _pair(a, b)
@@ -54,7 +79,7 @@ def paired_ttest_full(a, b) -> tuple[float, float, float]:
             return 0.0, 1.0, 0.0
         return float(np.sign(d.mean()) * np.inf), 0.0, -np.inf
     t = d.mean() / (sd / np.sqrt(n))
-    logp = math.log(2) + float(_st.t.logsf(abs(t), n - 1))
+    logp = math.log(2) + t_log_sf(abs(t), n - 1)
     return float(t), float(min(1.0, 2 * _st.t.sf(abs(t), n - 1))), min(0.0, logp / LOG10)
 
 
