@@ -28,6 +28,18 @@ def _load(results: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     return arrays, json.loads(best.read_text())
 
 
+def primary_labels(labels) -> list[str]:
+    """One "model/method" per model: its first of cls / mean / probe (the study's default
+    map: CLS attention, or mean attention for SigLIP)."""
+    primary: dict[str, tuple[int, str]] = {}
+    for label in sorted(labels):
+        model, method = label.split("/")
+        rank = {"cls": 0, "mean": 1, "probe": 2}.get(method, 9)
+        if model not in primary or rank < primary[model][0]:
+            primary[model] = (rank, label)
+    return [v[1] for v in primary.values()]
+
+
 def run_compare(config: StudyConfig, results_dir: str | Path, *,
                 metrics: tuple[str, ...] = ("iou@90", "coverage", "kl"),
                 test: str = "auto") -> dict[str, Any]:
@@ -44,14 +56,7 @@ def run_compare(config: StudyConfig, results_dir: str | Path, *,
 
     families: dict[str, list[tuple[str, str]]] = {}
     labels = sorted(best)
-    # one method per model for the model family: the first of cls / mean / probe it has
-    primary = {}
-    for label in labels:
-        model, method = label.split("/")
-        rank = {"cls": 0, "mean": 1, "probe": 2}.get(method, 9)
-        if model not in primary or rank < primary[model][0]:
-            primary[model] = (rank, label)
-    model_labels = [v[1] for v in primary.values()]
+    model_labels = primary_labels(labels)
     families["models"] = list(itertools.combinations(sorted(model_labels), 2))
     by_model: dict[str, list[str]] = {}
     for label in labels:

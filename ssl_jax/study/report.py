@@ -13,6 +13,7 @@ import numpy as np
 
 from ..attention.heatmap import to_heatmap
 from .cache import open_existing
+from .compare import primary_labels
 from .config import StudyConfig
 from .evaluate import _load_rgb, read_summary
 from .figures import comparison_bars, grouped_bars, head_grid, layer_progression, overlay_grid
@@ -92,7 +93,7 @@ def run_report(config: StudyConfig, cache_dir: str | Path, results_dir: str | Pa
     ids = cache.image_ids
     size = config.heatmap_size
     chosen = np.linspace(0, len(ids) - 1, min(overlay_images, len(ids))).astype(int)
-    labels = sorted(best)
+    labels = primary_labels(best)
     heat = {lbl: np.asarray(to_heatmap(jnp.asarray(
         cache.read(*lbl.split("/"), indices=chosen)[:, best[lbl]]), (size, size)))
         for lbl in labels}

@@ -13,7 +13,7 @@ from .config import StudyConfig
 from .extract import applicable_methods, data_mesh, extract_model, load_image_file
 from .manifest import write_manifest
 from .progress import Progress
-from .weights import resolve_model, warn_random
+from .weights import resolve_model, source_stamp, warn_random
 
 
 def cache_settings(config: StudyConfig) -> dict[str, Any]:
@@ -51,8 +51,22 @@ def run_extract(
             log(f"{alias}: none of the methods {list(config.methods)} applies; skipped")
             continue
         t0 = time.perf_counter()
+        stamp = source_stamp(alias, config.weights.get(alias),
+                             allow_random=config.allow_random_weights, seed=config.seed)
+        cached = cache.model_info(alias)
+        if (cached and cached.get("source_stamp") == stamp
+                and cached.get("methods") == list(methods) and cache.done_mask(alias).all()):
+            # nothing to compute and the same weights were used: skip loading them
+            weights[alias] = cached
+            if cached.get("random"):
+                random_aliases.append(alias)
+                warn_random([alias])
+            timings[f"{alias}_total"] = time.perf_counter() - t0
+            log(f"{alias}: 0 images computed, {cache.num_images} already cached")
+            continue
         model, info = resolve_model(alias, config.weights.get(alias),
                                     allow_random=config.allow_random_weights, seed=config.seed)
+        info["source_stamp"] = stamp
         if info["random"]:
             random_aliases.append(alias)
             warn_random([alias])

@@ -16,6 +16,22 @@ class WeightsUnavailable(ValueError):
     pass
 
 
+def source_stamp(alias: str, source: str | None, *, allow_random: bool, seed: int) -> str:
+    """A cheap identity of the weights a study would load, without loading them: the
+    checkpoint folder's weight files (name, size, mtime) or the hub id, plus the random
+    fallback settings. Equal stamps + a finished cache let a rerun skip loading."""
+    from pathlib import Path
+
+    src = source or alias
+    parts = [alias, src, f"random_ok={allow_random}", f"seed={seed}"]
+    folder = Path(src)
+    if folder.is_dir():
+        for f in sorted(folder.glob("*.safetensors*")) + sorted(folder.glob("*.bin")):
+            st = f.stat()
+            parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
 def resolve_model(alias: str, source: str | None = None, *, allow_random: bool = False,
                   seed: int = 0, local_files_only: bool = True) -> tuple[Model, dict[str, Any]]:
     """Load `source` (default: the alias's hub id, from the local cache only) or fall back to
