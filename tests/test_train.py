@@ -4,6 +4,7 @@ bit-identical; bad checkpoints give clear errors."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import jax
@@ -52,8 +53,9 @@ def data():
 @pytest.fixture(scope="module")
 def runs(model, data, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {s: finetune(model, data, config(s), root / s, log=lambda _: None)
-            for s in ("full", "linear", "lora")}
+    # augmentation only in the LoRA run (each distinct step compiles once; CPU time is shared)
+    return {s: finetune(model, data, config(s, augment=s == "lora"), root / s,
+                        log=lambda _: None) for s in ("full", "linear", "lora")}
 
 
 def _latest(run_dir, model, strategy):
@@ -174,3 +176,28 @@ def test_corrupted_checkpoints_give_clear_errors(runs, model, tmp_path):
     # 4. no such run
     with pytest.raises(CheckpointError, match="not a fine-tuning run"):
         load_finetuned(tmp_path)
+
+
+def test_shift_frozen_vs_finetuned(runs, tmp_path):
+    from click.testing import CliRunner
+
+    from ssl_jax.cli import main
+
+    out = tmp_path / "shift"
+    r = CliRunner().invoke(main, ["shift", "--run", str(runs["linear"].run_dir), "--run",
+                                  str(runs["full"].run_dir), "--dataset", "sample", "--out",
+                                  str(out), "--size", "56", "--resamples", "500"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "shift.json").read_text())
+    metrics = {"iou@90", "iou@50", "coverage", "pointing", "mse", "kl", "emd"}
+    assert {row["metric"] for row in res["rows"]} == metrics
+    assert len(res["rows"]) == 2 * len(metrics)
+    for row in res["rows"]:
+        assert row["holm_family"].endswith("2 model x strategy rows")
+        assert row["n"] == 21 and row["ci_lo"] <= row["delta"] <= row["ci_hi"]
+        if row["run"].endswith("linear"):  # frozen backbone: the maps cannot move
+            assert row["delta"] == 0.0 and row["frozen_mean"] == row["finetuned_mean"]
+    full = [row for row in res["rows"] if row["run"].endswith("full")]
+    assert any(row["delta"] != 0.0 for row in full)
+    assert set(res["breakdowns"]["dinov2 full"]) == {"metric", "style", "feature"}
+    assert len(list((out / "figures").glob("*.png"))) == 6

@@ -151,3 +151,39 @@ def probe(source, dataset, input_size, batch_size, folds, seed, exclude_annotate
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps({"model": model.source, "dataset": str(dataset),
                                          **res.to_json()}, indent=1))
+
+
+@click.command("shift")
+@click.option("--run", "runs", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="Fine-tuning run folder (repeat for the model x strategy family).")
+@click.option("--dataset", default="sample", show_default=True,
+              help="Dataset folder with the annotated images, or 'sample'.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False))
+@click.option("--layer", default=-1, show_default=True, help="Layer (negative: from the end).")
+@click.option("--size", default=224, show_default=True, help="Heatmap / mask side in pixels.")
+@click.option("--percentiles", default="90,50", show_default=True)
+@click.option("--no-emd", is_flag=True, help="Skip the (host-side) EMD metric.")
+@click.option("--resamples", default=10_000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", default=42, show_default=True)
+@click.option("--no-figures", is_flag=True)
+def shift(runs, dataset, out, layer, size, percentiles, no_emd, resamples, seed, no_figures):
+    """Frozen vs fine-tuned attention per annotated image: every metric, paired bootstrap CI,
+    paired test, d_z, Holm across the runs; side-by-side, difference and breakdown figures."""
+    from .data import dataset_folder
+    from .shift import shift as run
+
+    pct = tuple(float(p) for p in percentiles.split(",") if p.strip())
+    res = run(list(runs), dataset_folder(dataset), out, layer=layer, size=size, percentiles=pct,
+              with_emd=not no_emd, n_resamples=resamples, seed=seed, figures=not no_figures,
+              log=click.echo)
+    if "warning" in res:
+        click.echo(f"WARNING: {res['warning']}", err=True)
+    click.echo(f"{'run':<18} {'metric':<9} {'frozen':>8} {'tuned':>8} {'delta':>8} "
+               f"{'95% CI':>19} {'d_z':>6} {'test':>8} {'p_holm':>8}")
+    for r in res["rows"]:
+        click.echo(f"{r['run']:<18} {r['metric']:<9} {r['frozen_mean']:8.4f} "
+                   f"{r['finetuned_mean']:8.4f} {r['delta']:+8.4f} "
+                   f"[{r['ci_lo']:+.4f},{r['ci_hi']:+.4f}] {r['d_z']:6.2f} {r['test']:>8} "
+                   f"{r['p_holm']:8.2g}")
+    click.echo(f"wrote {Path(out) / 'shift.json'}, shift.csv"
+               + ("" if no_figures else ", figures/"))
