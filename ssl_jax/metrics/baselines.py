@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,13 @@ def random_maps(key: jax.Array, num_images: int, trials: int = N_RANDOM_TRIALS,
     """(images, trials, H, W) U[0, 1) maps; image i uses fold_in(key, i)."""
     if num_images < 0 or trials < 1:
         raise ValueError(f"need num_images ≥ 0 and trials ≥ 1, got {num_images}, {trials}")
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_images))
+    return _uniform_per_seed(key, jnp.arange(num_images, dtype=jnp.uint32), trials, height,
+                             width)
+
+
+@partial(jax.jit, static_argnames=("trials", "height", "width"))
+def _uniform_per_seed(key, seeds, trials, height, width):
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(seeds)
     return jax.vmap(lambda k: jax.random.uniform(k, (trials, height, width)))(keys)
 
 
@@ -60,9 +67,10 @@ def random_maps_for_ids(key: jax.Array, image_ids: Sequence[str],
                         trials: int = N_RANDOM_TRIALS, height: int = 224,
                         width: int = 224) -> jax.Array:
     """(len(ids), trials, H, W) maps; each image's draws depend only on key and its id."""
+    if trials < 1:
+        raise ValueError(f"need trials ≥ 1, got {trials}")
     seeds = jnp.asarray([image_seed(i) for i in image_ids], jnp.uint32)
-    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(seeds)
-    return jax.vmap(lambda k: jax.random.uniform(k, (trials, height, width)))(keys)
+    return _uniform_per_seed(key, seeds, trials, height, width)
 
 
 def grey_resized(image, height: int = 224, width: int = 224) -> np.ndarray:
