@@ -201,3 +201,13 @@ def test_shift_frozen_vs_finetuned(runs, tmp_path):
     assert any(row["delta"] != 0.0 for row in full)
     assert set(res["breakdowns"]["dinov2 full"]) == {"metric", "style", "feature"}
     assert len(list((out / "figures").glob("*.png"))) == 6
+
+
+def test_load_model_opens_run_folders(runs):
+    """`ssl_jax.load_model(run_dir)` should dispatch to `load_finetuned` (hook in
+    ssl_jax/models/model.py, owned by the lead); skipped until it does."""
+    try:
+        loaded = ssl_jax.load_model(runs["lora"].run_dir)
+    except CheckpointError as e:
+        pytest.skip(f"load_model does not dispatch run folders yet ({str(e)[:80]})")
+    assert _equal_trees(loaded.params, load_finetuned(runs["lora"].run_dir).params)
