@@ -131,6 +131,24 @@ def test_nan_ranks_last_and_negative_zero_equals_zero():
     np.testing.assert_array_equal(np.asarray(M.pixel_ranks(a)).ravel()[order], np.arange(16))
 
 
+def test_float16_packed_sort_path_equals_the_float32_rule():
+    maps, *_ = _world(15)
+    m16 = maps.astype(np.float16)
+    m16[0, 0, 0, :4] = [np.nan, -0.0, np.inf, -np.inf]
+    m16[1, 0, 3] = 0
+    got = np.asarray(M.descending_order(m16))
+    want = np.asarray(M.descending_order(m16.astype(np.float32)))
+    np.testing.assert_array_equal(got, want)
+    for i, l_ in [(0, 0), (1, 0), (2, 1)]:
+        v = m16[i, l_].astype(np.float32).ravel()
+        ref = np.argsort(-np.where(np.isnan(v), -np.inf, v) + 0.0, kind="stable")
+        np.testing.assert_array_equal(got[i, l_], ref)
+    bf = np.asarray(M.top_order(M.ranking_values(maps).astype("bfloat16"), 50))
+    np.testing.assert_array_equal(
+        bf, np.asarray(M.top_order(M.ranking_values(maps).astype("bfloat16")
+                                   .astype(np.float32), 50)))
+
+
 # ----------------------------------------------------------------- IoU family, pointing
 
 
@@ -138,7 +156,10 @@ def test_alignment_grid_matches_numpy_loop():
     maps, _edges, valid, boxes_px, masks = _world(2)
     targets = np.stack([ref_gaussian(b, v, H, W) for b, v in zip(boxes_px, valid,
                                                                   strict=True)])
-    for tol in (0, 2):
+    np.testing.assert_array_equal(  # tolerance 0 (the grid below runs with 2)
+        M.pointing_hit(maps, masks[:, None]),
+        [[float(masks[i].ravel()[np.argmax(maps[i, l_])]) for l_ in range(3)] for i in range(4)])
+    for tol in (2,):
         out = {k: np.asarray(v) for k, v in
                M.alignment_grid(maps, masks, targets.astype(np.float32), PCTS,
                                 tolerance=tol, batch_size=3).items()}
@@ -175,12 +196,11 @@ def test_grid_equals_primitives_and_float16_input():
 
 
 def test_grid_middle_axes_and_batch_size():
-    maps, _, _, _, masks = _world(4, images=3, layers=4)
-    m5 = maps.reshape(3, 2, 2, H, W)
-    a = M.alignment_grid(m5, masks, None, (90, 50), batch_size=2)
-    b = M.alignment_grid(maps, masks, None, (90, 50))
-    assert a["iou@90"].shape == (3, 2, 2)
-    np.testing.assert_array_equal(np.asarray(a["iou@90"]).reshape(3, 4), b["iou@90"])
+    maps, _, _, _, masks = _world(3, ties=False)  # the shapes of the test above: cached
+    b = M.alignment_grid(maps, masks, None, PCTS)
+    a = M.alignment_grid(maps.reshape(4, 3, 1, H, W), masks, None, PCTS, batch_size=3)
+    assert a["iou@90"].shape == (4, 3, 1)
+    np.testing.assert_array_equal(np.asarray(a["iou@90"])[..., 0], b["iou@90"])
 
 
 def test_empty_union_iou_zero_and_coverage_of_zero_map():

@@ -134,11 +134,12 @@ def test_bootstrap_agrees_with_scipy(method):
         # MC sd of a 2.5% quantile of 10,000 means ≈ 0.027 se; of a difference ≈ 0.038 se
         assert abs(ci.lo[r] - ref.low) < 0.15 * se
         assert abs(ci.hi[r] - ref.high) < 0.15 * se
-    med = S.bootstrap_ci(skewed, jax.random.key(3), method=method, statistic="median",
+    small = skewed[:60]
+    med = S.bootstrap_ci(small, jax.random.key(3), method=method, statistic="median",
                          n_resamples=4000)
-    ref = st.bootstrap((skewed,), np.median, n_resamples=4000, method=method,
+    ref = st.bootstrap((small,), np.median, n_resamples=4000, method=method,
                        rng=np.random.default_rng(4)).confidence_interval
-    se = skewed.std(ddof=1) / np.sqrt(139)
+    se = small.std(ddof=1) / np.sqrt(60)
     assert abs(med.lo[0] - ref.low) < 0.25 * se and abs(med.hi[0] - ref.high) < 0.25 * se
 
 

@@ -2,7 +2,8 @@
 pointing game, MSE and KL against the soft target — for maps (I, ..., H, W) of every image ×
 layer × method × … at once.
 
-Per image, one stable top-k (k of the lowest percentile) ranks every map; intersections at
+Per image, one stable top-k (k of the lowest percentile; a packed integer sort for float16
+maps) ranks every map; intersections at
 all percentiles are block sums of the mask gathered in rank order. The union mask, its
 dilation, the soft target's distribution and Σ p log p are computed once per image and
 shared by all its maps. Images are processed by `jax.lax.map` in chunks of `batch_size`
@@ -27,6 +28,7 @@ from .alignment import (
     ranking_values,
     sanitize,
     threshold_counts,
+    top_order,
 )
 from .continuous import target_terms
 
@@ -59,7 +61,7 @@ def _grid(maps, masks, targets, percentiles, tolerance, batch_size, with_target)
     def one(args):
         m, g, gd, p, plogp, tg = args
         v = ranking_values(m)  # (r, n) float32
-        order = jax.lax.top_k(v, kmax)[1]
+        order = top_order(m.reshape(r, h, w), kmax)  # packed sort for float16 chunks
         inter = _prefix_hits(g[order], ks).astype(jnp.float32)  # (r, P)
         gc = jnp.sum(g, dtype=jnp.int32).astype(jnp.float32)
         union = jnp.asarray(ks, jnp.float32) + gc - inter
