@@ -166,6 +166,18 @@ def test_bootstrap_keys_nan_and_paired():
         S.bootstrap_ci(np.zeros((2, 2, 2)), key)
 
 
+def test_zero_differences_linear_probe_rows():
+    """Δ = 0 exactly (the linear-probe control, SPEC R8.4): p = 1, CI = [0, 0], no NaN."""
+    z = np.zeros(139)
+    r = S.paired_comparison(A, A)
+    assert (r.test, r.p_value, r.effect_dz, r.shapiro_p) == ("ttest", 1.0, 0.0, None)
+    for method in ("percentile", "bca"):
+        ci = S.bootstrap_ci(np.stack([z, A - B]), jax.random.key(0), method=method,
+                            n_resamples=1000)
+        assert (ci.point[0], ci.lo[0], ci.hi[0]) == (0.0, 0.0, 0.0)
+        assert np.isfinite(ci.lo[1]) and ci.lo[1] < ci.hi[1]
+
+
 def test_compare_all_models_and_rank():
     scores = {"dinov3": A + 0.05 + RNG.normal(0, 0.01, 139), "clip": B, "mae": A}
     res = S.compare_all_models(scores, key=jax.random.key(0), n_resamples=2000)
