@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 import sys
 import time
@@ -19,6 +20,8 @@ def machine_info() -> dict[str, Any]:
 
     info = machine()
     info["versions"] = versions()
+    if hasattr(os, "getloadavg"):  # other work on the machine skews every ratio: record it
+        info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
     try:
         import torch
 
