@@ -175,10 +175,8 @@ def visualize(model, objective: Objective, key, config: VisConfig = VisConfig())
     for `key`."""
     spec, params, c = model.spec, model.params, config
     spec.layout(*c.size)  # the size must be a multiple of the patch size
-    k_init, k_steps = jax.random.split(key)
-    spectrum0 = init_image(k_init, c.size, c.init_sd)
     run = _compiled(spec, objective, c._replace_sign())
-    spectrum, hist, start, final = run(params, spectrum0, k_steps, jnp.float32(c.sign))
+    spectrum, hist, start, final = run(params, key, jnp.float32(c.sign))
     rgb = to_rgb(spectrum, c.size, c.decay)
     return VisResult(np.asarray(rgb), float(start), float(final), np.asarray(hist))
 
@@ -198,7 +196,9 @@ def _compiled(spec, objective: Objective, c: VisConfig):
         return -sign * v + pen, v
 
     @jax.jit
-    def run(params, spectrum, key, sign):
+    def run(params, key, sign):
+        k_init, key = jax.random.split(key)
+        spectrum = init_image(k_init, c.size, c.init_sd)
         def step(carry, k):
             s, st = carry
             (_, v), g = jax.value_and_grad(loss, has_aux=True)(s, params, k, sign)
