@@ -30,11 +30,11 @@ def _cmd(model, out, *extra):
             "--lora-rank", "4", "--save-every", "1", *extra]
 
 
-def _env(cache):
+def _env(cache, devices: int = 1):
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
 
 
@@ -51,13 +51,21 @@ def _final_state(run_dir, model):
     return step, state, meta
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    model_dir = save_tiny("dinov2", tmp_path / "dinov2")
-    cache = tmp_path / "xla_cache"
-    ref = subprocess.run(_cmd(model_dir, tmp_path / "ref"), env=_env(cache),
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 6-step LoRA run (2 epochs of the 23 sample training images)."""
+    root = tmp_path_factory.mktemp("finetune")
+    model_dir = save_tiny("dinov2", root / "dinov2")
+    cache = root / "xla_cache"
+    ref = subprocess.run(_cmd(model_dir, root / "ref"), env=_env(cache),
                          capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
-    assert "done: 6 steps" in ref.stdout
+    assert "done: 6 steps" in ref.stdout and "over 1 device(s)" in ref.stdout
+    return model_dir, cache, root / "ref"
+
+
+def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
+    model_dir, cache, ref_dir = reference
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(model_dir, out), env=_env(cache), stdout=subprocess.DEVNULL,
@@ -82,7 +90,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert "resumed" in resumed.stdout and "done: 6 steps" in resumed.stdout
 
     model = load_model(model_dir)
-    s_ref, ref_state, ref_meta = _final_state(tmp_path / "ref", model)
+    s_ref, ref_state, ref_meta = _final_state(ref_dir, model)
     s_res, res_state, res_meta = _final_state(out, model)
     assert s_ref == s_res == 6
     flat_ref = jax.tree_util.tree_flatten_with_path(ref_state)[0]
@@ -94,6 +102,19 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert ref_meta["history"] == res_meta["history"]
     assert ref_meta["losses"] == res_meta["losses"]
     assert (out / "split.json").is_file() and (out / "manifest.json").is_file()
+
+
+def test_four_devices_data_parallel_equals_one(reference, tmp_path):
+    model_dir, cache, ref_dir = reference
+    r = subprocess.run(_cmd(model_dir, tmp_path / "dp4", "--max-steps", "3"),
+                       env=_env(cache, devices=4), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "over 4 device(s)" in r.stdout and "stopped at step 3" in r.stdout
+    model = load_model(model_dir)
+    _, _, meta4 = _final_state(tmp_path / "dp4", model)
+    _, _, meta1 = _final_state(ref_dir, model)
+    # the batch is split over 4 devices: the same numbers up to float32 summation order
+    np.testing.assert_allclose(meta4["losses"], meta1["losses"][:3], rtol=0, atol=1e-5)
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -140,7 +140,11 @@ def _ocp():
 
 
 def _abstract(tree):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), tree)
+    """Restore targets on this process's first device: a run checkpointed on N devices (or a
+    GPU) restores anywhere; the trainer re-shards after loading."""
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x),
+                                                       sharding=one), tree)
 
 
 class RunCheckpoints:
@@ -230,8 +234,8 @@ def restore_base(run_dir: Path, spec: ModelSpec, digest: str | None) -> dict:
     from ..models.convert import param_shapes
 
     path = (Path(run_dir) / "base").absolute()
-    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), param_shapes(spec),
-                          is_leaf=lambda s: isinstance(s, tuple))
+    target = _abstract(jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32),
+                                    param_shapes(spec), is_leaf=lambda s: isinstance(s, tuple)))
     try:
         with ocp.StandardCheckpointer() as ckptr:
             params = ckptr.restore(path, target)

@@ -92,9 +92,12 @@ def finetune(source, dataset, out, strategy, epochs, batch_size, lr_backbone, lr
     data, split = load_training_data(
         dataset, model.spec, input_size=_size(input_size), seed=seed, val_fraction=val_fraction,
         policy=EXPLORATORY_POLICY if val_on_annotated_eval else PRIMARY_POLICY)
+    import jax
+
     click.echo(f"{model.source}: {strategy}, {len(data.train_images)} train / "
                f"{len(data.val_images)} val images at {data.train_images.shape[1]}px, "
-               f"split {split.split_id}")
+               f"split {split.split_id}, data parallel over {len(jax.local_devices())} "
+               "device(s)")
     res = run(model, data, config, out, stop_after_steps=max_steps, log=click.echo,
               split_artifact=split.to_dict())
     if not res.finished:
