@@ -227,7 +227,8 @@ def main(argv=None) -> None:
     print(f"grid: {i_} images x {args.models} models x {args.methods} methods x "
           f"{args.layers} layers = {n_maps} maps of {args.size}x{args.size} (float16); "
           f"metrics: IoU@{','.join(map(str, PCTS))} + coverage + pointing + MSE + KL")
-    print(f"jax compile {runs[args.dtypes[0]][0]:.1f} s (separate), map generation {t_gen:.1f} s; loops timed "
+    print(f"jax compile {runs[args.dtypes[0]][0]:.1f} s (separate), map generation "
+          f"{t_gen:.1f} s; loops timed "
           f"on {len(idx)} maps and extrapolated; max |jax - loop| on them: "
           f"{max(worst.values()):.2e}")
     print_table(rows, ["implementation", "maps", "ms_per_map", "total_s", "measured_on",

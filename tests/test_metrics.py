@@ -438,6 +438,14 @@ def test_segment_stats_by_feature_and_style():
     s2 = M.by_style(per_image, member, 4)
     np.testing.assert_allclose(s2.mean[0], per_image[[0, 1, 5]].mean(0), rtol=1e-6)
     assert float(M.lower_median(np.array([4.0, 1.0, 3.0, 2.0]))) == 2.0
+    x = r.random((7, 3))
+    x[2, 1] = np.nan
+    d = M.describe(x)
+    col = x[:, 1][np.isfinite(x[:, 1])]
+    assert d.count.tolist() == [7, 6, 7]
+    assert d.mean[1] == pytest.approx(col.mean()) and d.std[1] == pytest.approx(col.std(ddof=1))
+    assert d.std_pop[0] == pytest.approx(x[:, 0].std()) and d.median[1] == np.sort(col)[2]
+    assert d.median[0] == pytest.approx(np.median(x[:, 0]))
 
 
 # ----------------------------------------------------------------- bad inputs

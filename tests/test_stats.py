@@ -185,7 +185,8 @@ def test_compare_all_models_and_rank():
     raw = [res[k].p_value for k in res]
     np.testing.assert_allclose([res[k].p_corrected for k in res], S.holm(raw))
     r = res[("dinov3", "mae")]
-    assert r.mean_diff == pytest.approx(0.05, abs=0.003) and r.family == "holm over 3 pairs of 3 models"
+    assert r.mean_diff == pytest.approx(0.05, abs=0.003)
+    assert r.family == "holm over 3 pairs of 3 models"
     assert r.ci_lo < r.mean_diff < r.ci_hi and r.ci_hi - r.ci_lo < 0.01
     ranked = S.rank_models(scores, jax.random.key(0), n_resamples=2000)
     assert [x.name for x in ranked] == ["dinov3", "mae", "clip"]

@@ -7,9 +7,11 @@ Entry point for the study: `alignment_grid(maps (I, ..., H, W), masks (I, H, W),
 
 from .aggregate import (
     SegmentStats,
+    Summary,
     by_feature,
     by_label_any,
     by_style,
+    describe,
     lower_median,
     segment_stats,
 )
@@ -72,16 +74,15 @@ from .localisation import (
 )
 
 __all__ = [
-    "EMD_GRID_SIZE", "EPS", "N_RANDOM_TRIALS", "PERCENTILES", "SegmentStats",
+    "EMD_GRID_SIZE", "EPS", "N_RANDOM_TRIALS", "PERCENTILES", "SegmentStats", "Summary",
     "alignment_grid", "alignment_metrics", "argmax_yx", "box_from_mask", "box_iou",
     "box_iou_edges", "box_masks", "box_pointing", "by_feature", "by_label_any", "by_style",
-    "center_gaussian", "corloc", "coverage", "descending_order", "dilate", "emd", "emd_grids",
-    "gaussian_target", "gaussian_targets", "grey_resized", "image_seed", "iou",
+    "center_gaussian", "corloc", "coverage", "descending_order", "describe", "dilate", "emd",
+    "emd_grids", "gaussian_target", "gaussian_targets", "grey_resized", "image_seed", "iou",
     "iou_at_percentiles", "jaccard", "kl_from_terms", "kl_target_attention", "lost_corloc",
-    "lower_median", "mass_jaccard", "mass_threshold_mask", "mse",
-    "normalize_transport_weights", "pixel_ranks", "pointing_hit", "random_maps",
-    "random_maps_for_ids", "ranking_values", "relevance_mass_accuracy",
-    "relevance_rank_accuracy", "roc_auc", "saliency_prior", "sanitize", "segment_stats",
-    "sobel_edges", "sobel_magnitude", "target_terms", "threshold_counts", "threshold_masks",
-    "top_k_pointing", "top_order", "wasserstein1",
+    "lower_median", "mass_jaccard", "mass_threshold_mask", "mse", "normalize_transport_weights",
+    "pixel_ranks", "pointing_hit", "random_maps", "random_maps_for_ids", "ranking_values",
+    "relevance_mass_accuracy", "relevance_rank_accuracy", "roc_auc", "saliency_prior", "sanitize",
+    "segment_stats", "sobel_edges", "sobel_magnitude", "target_terms", "threshold_counts",
+    "threshold_masks", "top_k_pointing", "top_order", "wasserstein1",
 ]

@@ -93,6 +93,32 @@ def by_label_any(box_hits, labels, valid, num_labels: int) -> jax.Array:
     return jnp.where(present, hit.astype(jnp.float32), jnp.nan)
 
 
+class Summary(NamedTuple):
+    mean: jax.Array
+    std: jax.Array  # ddof 1 (the original's per-metric summaries)
+    std_pop: jax.Array  # ddof 0 (the original's baseline summaries)
+    median: jax.Array  # lower median (torch.median)
+    count: jax.Array
+
+
+@jit_static("axis")
+def describe(values, axis: int = 0) -> Summary:
+    """Dataset-level summary along `axis`, NaN skipped (the original's ``compute_batch_iou``
+    aggregates: mean, unbiased std, lower median; plus the population std of baselines)."""
+    v = jnp.moveaxis(jnp.asarray(values, jnp.float32), axis, -1)
+    ok = jnp.isfinite(v)
+    cnt = jnp.sum(ok, axis=-1)
+    mean = jnp.sum(jnp.where(ok, v, 0.0), -1) / jnp.maximum(cnt, 1)
+    ss = jnp.sum(jnp.where(ok, (v - mean[..., None]) ** 2, 0.0), -1)
+    srt = jnp.sort(jnp.where(ok, v, jnp.inf), axis=-1)  # NaN → +inf, sorted last
+    med = jnp.take_along_axis(srt, jnp.maximum((cnt - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    nan = jnp.float32(jnp.nan)
+    return Summary(jnp.where(cnt > 0, mean, nan),
+                   jnp.where(cnt > 1, jnp.sqrt(ss / jnp.maximum(cnt - 1, 1)), nan),
+                   jnp.where(cnt > 0, jnp.sqrt(ss / jnp.maximum(cnt, 1)), nan),
+                   jnp.where(cnt > 0, med, nan), cnt)
+
+
 @jit_static("axis")
 def lower_median(values, axis: int = 0) -> jax.Array:
     """torch.median semantics: the lower of the two middle values for even counts."""
