@@ -1,22 +1,22 @@
-"""Checks against the real WikiChurches files (SPEC R3.2-R3.6); skipped unless the dataset is
-there: set SSL_DATASET_PATH (or SSL_JAX_DATASET) to a folder with building_parts.json,
-churches.json and images/ (see `ssl-jax download`)."""
+"""Checks the data layer against the real WikiChurches files (SPEC R3.2-R3.6): totals, label
+and style counts, the clamp rule and the published split.
+
+    python scripts/check_wikichurches.py data/wikichurches   # after `ssl-jax download`
+
+(A script, not a test: the dataset cannot be downloaded where the tests run.)"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from ssl_jax import data as D
 
-_ROOT = os.environ.get("SSL_DATASET_PATH") or os.environ.get("SSL_JAX_DATASET")
-ROOT = Path(_ROOT) if _ROOT else None
-pytestmark = pytest.mark.skipif(ROOT is None or not (ROOT / "building_parts.json").is_file(),
-                                reason="real WikiChurches dataset not available (SSL_DATASET_PATH)")
+ROOT = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("SSL_DATASET_PATH", "."))
 
 
 def test_building_parts_totals():
@@ -40,7 +40,6 @@ def test_building_parts_totals():
         assert not np.array_equal(orig.images[i].boxes, bp.images[i].boxes)
 
 
-@pytest.mark.skipif(ROOT is None or not (ROOT / "images").is_dir(), reason="no images/")
 def test_published_split_counts():
     ds = D.load_dataset(ROOT, require_churches=True)
     annotated_labelled = [a for a in ds.annotated()
@@ -51,3 +50,13 @@ def test_published_split_counts():
                                         "Baroque": 1104}
     assert split.val_class_counts == {"Romanesque": 303, "Gothic": 304, "Renaissance": 34,
                                       "Baroque": 276}
+
+
+if __name__ == "__main__":
+    if not (ROOT / "building_parts.json").is_file():
+        sys.exit(f"{ROOT} has no building_parts.json (usage: check_wikichurches.py FOLDER)")
+    test_building_parts_totals()
+    print("building_parts.json: 139 images, 631 boxes, 106 feature types, counts as published")
+    if (ROOT / "images").is_dir():
+        test_published_split_counts()
+        print("split (seed 42): 3671 train / 917 val, class counts as published")
