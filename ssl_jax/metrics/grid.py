@@ -2,13 +2,15 @@
 pointing game, MSE and KL against the soft target — for maps (I, ..., H, W) of every image ×
 layer × method × … at once.
 
-Per image, one stable top-k (k of the lowest percentile; a packed integer sort for float16
-maps) ranks every map; intersections at
-all percentiles are block sums of the mask gathered in rank order. The union mask, its
-dilation, the soft target's distribution and Σ p log p are computed once per image and
-shared by all its maps. Images are processed by `jax.lax.map` in chunks of `batch_size`
-(memory ∝ batch_size × maps per image); maps may be float16 (upcast per chunk), so a
-16,680-map grid at 224² needs 1.7 GB of input and a few hundred MB of temporaries.
+Per image, every map is ranked once — float32 maps by one stable `jax.lax.top_k` (k of the
+lowest percentile), 16-bit maps by one packed integer sort (`alignment._packed16_order`) —
+and the intersections at all percentiles are block sums of the mask gathered in rank order.
+The union mask, its dilation, the soft target's distribution and Σ p log p are computed once
+per image and shared by all its maps. Images are processed by `jax.lax.map` one at a time
+(`batch_size` 1, the default: a plain scan over images, each step vmapped over that image's
+maps) or in vmapped chunks of `batch_size` images (memory ∝ batch_size × maps per image).
+Maps may be float16 (upcast per chunk), so a 16,680-map grid at 224² needs 1.7 GB of input
+and a few hundred MB of temporaries.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def _grid(maps, masks, targets, percentiles, tolerance, batch_size, with_target)
     def one(args):
         m, g, gd, p, plogp, tg = args
         v = ranking_values(m)  # (r, n) float32
-        order = top_order(m.reshape(r, h, w), kmax)  # packed sort for float16 chunks
+
+        order = top_order(m.reshape(r, h, w), kmax)  # packed sort for 16-bit maps
         inter = _prefix_hits(g[order], ks).astype(jnp.float32)  # (r, P)
         gc = jnp.sum(g, dtype=jnp.int32).astype(jnp.float32)
         union = jnp.asarray(ks, jnp.float32) + gc - inter
@@ -82,7 +85,7 @@ def _grid(maps, masks, targets, percentiles, tolerance, batch_size, with_target)
         return out
 
     res = jax.lax.map(one, (maps, g_all, gd_all, p_all, plogp_all, t_all),
-                      batch_size=batch_size)
+                      batch_size=batch_size if batch_size > 1 else None)
     out = {}
     for j, p in enumerate(percentiles):
         out[_percentile_key(p)] = res["iou"][..., j].reshape(i, *mid)
