@@ -204,10 +204,7 @@ def test_shift_frozen_vs_finetuned(runs, tmp_path):
 
 
 def test_load_model_opens_run_folders(runs):
-    """`ssl_jax.load_model(run_dir)` should dispatch to `load_finetuned` (hook in
-    ssl_jax/models/model.py, owned by the lead); skipped until it does."""
-    try:
-        loaded = ssl_jax.load_model(runs["lora"].run_dir)
-    except CheckpointError as e:
-        pytest.skip(f"load_model does not dispatch run folders yet ({str(e)[:80]})")
+    """`ssl_jax.load_model(run_dir)` dispatches to `load_finetuned` (best checkpoint)."""
+    loaded = ssl_jax.load_model(runs["lora"].run_dir)
+    assert loaded.source.endswith("#best")
     assert _equal_trees(loaded.params, load_finetuned(runs["lora"].run_dir).params)

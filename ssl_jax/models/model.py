@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -74,6 +75,11 @@ def load_model(
     checkpoints load offline.
     """
     compute_dtype = _canonical_dtype(dtype)
+    run = Path(os.fspath(source)).expanduser()
+    if run.is_dir() and (run / "finetune_run.json").is_file():  # a fine-tuning run folder
+        from ..train.checkpoint import load_finetuned
+
+        return load_finetuned(run, dtype=dtype)
     folder = resolve_source(source, revision=revision, local_files_only=local_files_only,
                             cache_dir=cache_dir)
     config = read_json(folder / "config.json")
