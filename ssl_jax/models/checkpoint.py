@@ -6,6 +6,7 @@ unless the caller explicitly allows a pickled `.bin` file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
@@ -13,6 +14,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from .convert import CheckpointError
@@ -202,3 +204,13 @@ def _from_hub(hub_id: str, *, revision: str | None, local_files_only: bool | Non
         raise CheckpointError(
             f"{hub_id}: not in the Hugging Face cache ({where}) and the download failed: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def tree_digest(tree) -> str:
+    """sha256 over every leaf's path, dtype, shape and bytes: identifies a params pytree."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        a = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()

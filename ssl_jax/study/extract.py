@@ -10,7 +10,6 @@ do not depend on interruptions.
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,16 +98,6 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh over `devices` (default: all local devices) with the axis name "data"."""
     devices = list(devices) if devices is not None else jax.local_devices()
     return Mesh(np.asarray(devices), ("data",))
-
-
-def params_digest(params) -> str:
-    """sha256 over every parameter's path, dtype, shape and bytes (identifies weights)."""
-    h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        a = np.asarray(leaf)
-        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 @dataclass

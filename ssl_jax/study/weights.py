@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from ..models import CheckpointError, load_model, random_model
+from ..models.checkpoint import tree_digest
 from ..models.model import Model
-from .extract import params_digest
 from .manifest import RANDOM_WEIGHTS_STAMP
 
 
@@ -48,7 +48,7 @@ def resolve_model(alias: str, source: str | None = None, *, allow_random: bool =
         model = random_model(alias, seed)
         info = {"source": f"random:{alias}", "random": True, "seed": seed,
                 "reason": str(e), "warning": RANDOM_WEIGHTS_STAMP}
-    info["params_sha256"] = params_digest(model.params)
+    info["params_sha256"] = tree_digest(model.params)
     info["num_params"] = model.num_params
     return model, info
 

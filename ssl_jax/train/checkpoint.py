@@ -15,7 +15,6 @@ itself would read without complaint is still caught.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..models.checkpoint import tree_digest
 from ..models.convert import CheckpointError
 from ..models.model import Model
 from ..models.spec import MODELS, ModelSpec, Preprocessing, bundled_checkpoint_files
@@ -66,18 +66,6 @@ def hf_files_for(model: Model) -> tuple[dict | None, dict | None]:
         files = bundled_checkpoint_files(alias)
         return files["config"], files.get("preprocessor_config")
     return None, None
-
-
-# ---- digests --------------------------------------------------------------------------------------
-
-def tree_digest(tree) -> str:
-    """sha256 over every leaf's path, dtype, shape and bytes."""
-    h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        a = np.asarray(leaf)
-        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 # ---- the run record ---------------------------------------------------------------------------------
