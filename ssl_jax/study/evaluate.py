@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_path
 from ..attention.heatmap import to_heatmap
 from ..data import BuildingParts, load_building_parts, rasterize, union_mask
 from ..data.styles import STYLE_NAMES
@@ -55,16 +56,13 @@ def _heads_metrics(maps, gt):
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
 
 
 def ground_truth(ann: BuildingParts, image_ids: list[str], size: int):
@@ -217,9 +215,8 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
               for k, v in vals.items()}
     arrays.update({f"baseline/{b}/{k}": v for b, vals in baselines.items()
                    for k, v in vals.items()})
-    tmp = out / "per_image_metrics.tmp.npz"
-    np.savez_compressed(tmp, image_ids=np.asarray(ids), styles=styles, **arrays)
-    tmp.replace(out / "per_image_metrics.npz")
+    with atomic_path(out / "per_image_metrics.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, image_ids=np.asarray(ids), styles=styles, **arrays)
     write_json_atomic(out / "best_layers.json",
                       {f"{m}/{meth}": layer for (m, meth), layer in best.items()})
     weights = {m: cache.model_info(m) or {} for m in models}

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text_atomic
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1150px;margin:24px auto;
 padding:0 16px;color:#222}
@@ -64,8 +66,4 @@ def write_report(path: Path, *, title: str, subtitle: str, warning: str | None,
             else:
                 raise ValueError(f"unknown report item kind {kind!r}")
     parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text("".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "".join(parts))

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..models.checkpoint import tree_digest
 from ..models.convert import CheckpointError
 from ..models.model import Model
@@ -93,9 +94,7 @@ def read_run(run_dir: str | os.PathLike) -> dict:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, indent=1)
 
 
 def compare_records(stored: dict, current: dict, *, where: str) -> None:
