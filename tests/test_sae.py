@@ -3,6 +3,9 @@ correlation/BH vs scipy, monosemanticity vs a numpy loop, spatial scoring."""
 
 from __future__ import annotations
 
+import importlib
+import json
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -233,3 +236,78 @@ def test_init_shapes():
 
     s = init_sae(jax.random.key(0), 8, 4)
     assert isinstance(s, SAE) and s.num_features == 32 and s.width == 8
+
+
+def test_activation_store_streams_resumes_and_checks_weights(acts, tmp_path, monkeypatch):
+    from ssl_jax.study.cache import CacheError, open_existing
+
+    cap = importlib.import_module("ssl_jax.sae.capture")  # the package re-exports `capture`
+
+    m = tiny("dinov2")
+    seen = []
+    store = tmp_path / "acts"
+    out = capture_dataset(m, sample_dataset(), -1, size=SIZE, batch_size=16, store=store,
+                          progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (49, 49) and len(seen) == 4
+    for name in ("patches", "cls", "registers"):  # same numbers as the in-memory capture
+        np.testing.assert_allclose(getattr(out, name), getattr(acts, name), atol=1e-5)
+    assert out.image_ids == acts.image_ids and out.grid == (4, 4) and out.layer == 3
+    # un-mark images 16..31: a rerun recomputes exactly that batch, nothing else
+    cache = open_existing(store)
+    cache._array(cap.STORE_KEY, "done", (), "uint8")[16:32].write(np.zeros(16, np.uint8)).result()
+    with pytest.raises(ValueError, match="incomplete"):
+        load_activations(store)
+    calls = []
+    real = cap.capture
+    monkeypatch.setattr(cap, "capture", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = capture_dataset(m, sample_dataset(), -1, size=SIZE, batch_size=16, store=store)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(again.patches, out.patches)
+    with pytest.raises(CacheError, match="other weights"):
+        capture_dataset(tiny("dinov2", seed=9), sample_dataset(), -1, size=SIZE, batch_size=16,
+                        store=store)
+
+
+def test_sae_folder_roundtrip_and_corruption(trained, acts, tmp_path):
+    sae, _ = trained
+    path = save_sae(tmp_path / "sae", sae)
+    assert (path / "sae.json").exists()
+    save_sae(path, sae)  # overwriting an existing folder swaps it whole
+    back = load_sae(path)
+    x = acts.tokens("all")[:50]
+    np.testing.assert_array_equal(np.asarray(back.encode(x)), np.asarray(sae.encode(x)))
+    assert back.scale == sae.scale and back.meta["train"]["target_l0"] == 8
+    rec = json.loads((path / "sae.json").read_text())
+    rec["sha256"] = "0" * 64
+    (path / "sae.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="sha256"):
+        load_sae(path)
+    with pytest.raises(FileNotFoundError, match="no SAE"):
+        load_sae(tmp_path / "missing")
+
+
+def test_training_resumes_bit_identically(acts, tmp_path):
+    x = acts.tokens("patches")
+    cfg = TrainConfig(expansion=2, steps=40, batch_size=64, l1=1e-2, target_l0=6, lr=3e-3,
+                      dead_window=200, resample_every=10, seed=2)
+    full, h_full = train_sae(x, cfg)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_20(msg):
+        if msg.startswith("step     20"):
+            raise Stop
+
+    with pytest.raises(Stop):  # killed right after the step-20 checkpoint
+        train_sae(x, cfg, log=stop_at_20, checkpoint_dir=tmp_path / "state", checkpoint_every=10)
+    lines = []
+    resumed, h_res = train_sae(x, cfg, log=lines.append, checkpoint_dir=tmp_path / "state",
+                               checkpoint_every=10)
+    assert lines[0].startswith("resuming SAE training at step 20")
+    for k in full.params:
+        np.testing.assert_array_equal(np.asarray(resumed.params[k]), np.asarray(full.params[k]))
+    assert h_res["loss"] == h_full["loss"] and h_res["resampled"] == h_full["resampled"]
+    with pytest.raises(ValueError, match="other"):
+        train_sae(x, TrainConfig(**{**cfg.to_dict(), "lr": 1e-2}),
+                  checkpoint_dir=tmp_path / "state")

@@ -4,14 +4,13 @@
 `layer` (0 = embeddings, l = output of block l, negative counts from the end). Prefix tokens
 are split from patch tokens with the model's `TokenLayout`: `cls` (N, D) (None for SigLIP),
 `registers` (N, R, D), `patches` (N, gh*gw, D). `save_activations`/`load_activations` write
-one compressed npz with the metadata as JSON, written to a temporary name and renamed.
+a tensorstore activation store (resumable, one chunk per image) or one npz for exchange.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import forward
+from ..atomic import atomic_path
 from ..preprocess import preprocess
 
 
@@ -117,51 +117,127 @@ def capture_images(model, images: Sequence[Any], layer: int = -1, *, size=None,
     return acts
 
 
-def capture_dataset(model, root, layer: int = -1, *, size=None, batch_size: int = 8,
-                    annotated_only: bool = False) -> Activations:
-    """Every image of a WikiChurches folder (sorted ids; `annotated_only`: the 21-style
-    evaluation subset), loaded lazily per batch."""
-    from ..data import load_dataset, load_image
+def _dataset_paths(root, annotated_only: bool) -> list[Path]:
+    from ..data import load_dataset
 
     ds = load_dataset(root, lenient=True)
-    if annotated_only:
-        paths = [a.path for a in ds.annotated()]
-    else:
-        paths = [im.path for im in ds.images()] if ds.churches is not None else [
-            a.path for a in ds.annotated()]
-    ids = [Path(p).name for p in paths]
+    if annotated_only or ds.churches is None:
+        return [Path(a.path) for a in ds.annotated()]
+    return [Path(im.path) for im in ds.images()]
 
-    def batches():
-        for i in range(0, len(paths), batch_size):
-            ims = [load_image(p) for p in paths[i:i + batch_size]]
-            yield preprocess(model, ims, mode="squash", size=size)[0]
 
-    return capture(model, batches(), layer, image_ids=ids,
-                   meta={"size": list(size) if size else None, "dataset": str(root)})
+def capture_dataset(model, root, layer: int = -1, *, size=None, batch_size: int = 8,
+                    annotated_only: bool = False, store: str | os.PathLike | None = None,
+                    progress=None) -> Activations:
+    """Every image of a WikiChurches folder (sorted ids; `annotated_only`: the 21-style
+    evaluation subset), loaded lazily per batch.
+
+    With `store`, activations stream batch by batch into a tensorstore cache folder (one
+    zarr chunk per image, a done flag per image, the weights' sha256 recorded): nothing of
+    size (images × tokens × width) is held in memory while capturing, and a killed run
+    resumes where it stopped. The returned Activations are read back from the store.
+    `progress(done, total)` is called after each batch."""
+    from ..data import load_image
+
+    paths = _dataset_paths(root, annotated_only)
+    if not paths:
+        raise ValueError(f"{root}: no images to capture")
+    ids = [p.name for p in paths]
+    idx = resolve_layer(layer, model.spec.num_layers)
+    meta = {"size": list(size) if size else None, "dataset": str(root)}
+
+    def load(lo: int, hi: int) -> np.ndarray:
+        return preprocess(model, [load_image(p) for p in paths[lo:hi]], mode="squash",
+                          size=size)[0]
+
+    if store is None:
+        def batches():
+            for lo in range(0, len(paths), batch_size):
+                yield load(lo, lo + batch_size)
+                if progress:
+                    progress(min(lo + batch_size, len(paths)), len(paths))
+
+        return capture(model, batches(), idx, image_ids=ids, meta=meta)
+
+    first = load(0, batch_size)  # its shape fixes the patch grid recorded in the store
+    lay = model.spec.layout(first.shape[1], first.shape[2])
+    cache = _open_store(store, ids, {"layer": idx, "grid": [lay.grid_h, lay.grid_w],
+                                     "family": model.spec.family, **meta})
+    from ..models.checkpoint import tree_digest
+
+    cache.set_model_info(STORE_KEY, {"source": str(getattr(model, "source", "")),
+                                     "params_sha256": tree_digest(model.params)})
+    done = cache.done_mask(STORE_KEY)
+    for lo in range(0, len(paths), batch_size):
+        hi = min(lo + batch_size, len(paths))
+        if not done[lo:hi].all():
+            a = capture(model, [first if lo == 0 else load(lo, hi)], idx)
+            cache.write(STORE_KEY, range(lo, hi), _arrays(a))
+        if progress:
+            progress(hi, len(paths))
+    return load_activations(store)
+
+
+STORE_KEY = "activations"  # the one "model" entry of an activation store (a MapCache)
+
+
+def _arrays(acts: Activations) -> dict[str, np.ndarray]:
+    out = {"patches": acts.patches}
+    if acts.cls is not None:
+        out["cls"] = acts.cls
+    if acts.registers is not None:
+        out["registers"] = acts.registers
+    return out
+
+
+def _open_store(path, image_ids, settings):
+    from ..study.cache import MapCache
+
+    return MapCache(path, image_ids, {"kind": "sae-activations", **settings})
 
 
 def save_activations(path: str | os.PathLike, acts: Activations) -> Path:
+    """A tensorstore activation store (a folder; the default) or, for a path ending in .npz,
+    one compressed npz (for exchange). Both are written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"grid": list(acts.grid), "layer": acts.layer, "image_ids": acts.image_ids,
             "meta": acts.meta}
-    arrays = {"patches": acts.patches, "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
-    if acts.cls is not None:
-        arrays["cls"] = acts.cls
-    if acts.registers is not None:
-        arrays["registers"] = acts.registers
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    if path.suffix != ".npz":
+        cache = _open_store(path, acts.image_ids or [str(i) for i in range(acts.num_images)],
+                            {"layer": acts.layer, "grid": list(acts.grid), **acts.meta})
+        cache.write(STORE_KEY, range(acts.num_images), _arrays(acts))
+        return path
+    arrays = {**_arrays(acts), "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def load_activations(path: str | os.PathLike) -> Activations:
+    """Read an activation store folder (every image must be complete) or an npz file."""
+    path = Path(path)
+    if path.is_dir():
+        from ..study.cache import open_existing
+
+        cache = open_existing(path)
+        done = cache.done_mask(STORE_KEY)
+        if not done.all():
+            raise ValueError(f"{path}: activation store is incomplete ({int(done.sum())} of "
+                             f"{done.size} images); rerun the capture to finish it")
+        st = dict(cache.settings)
+        st.pop("kind", None)
+        layer = int(st.pop("layer"))
+        names = cache.methods(STORE_KEY)
+        patches = cache.read(STORE_KEY, "patches")
+        grid = st.pop("grid")
+        return Activations(
+            patches=patches,
+            cls=cache.read(STORE_KEY, "cls") if "cls" in names else None,
+            registers=cache.read(STORE_KEY, "registers") if "registers" in names else None,
+            grid=(int(grid[0]), int(grid[1])), layer=layer, image_ids=list(cache.image_ids),
+            meta=st)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no activation store or npz file here")
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
         return Activations(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import click
 import numpy as np
+
+from ..atomic import write_json_atomic
+
+ACTIVATIONS = "activations"  # tensorstore activation store under --out
+SAE_DIR = "sae"              # orbax SAE folder under --out
 
 
 def load_encoder(source: str, allow_random: bool):
@@ -53,7 +57,7 @@ def sae() -> None:
 def train_cmd(source, dataset, layer, size, tokens, expansion, steps, batch_size, lr, l1,
               target_l0, seed, allow_random_weights, out_dir):
     """Capture activations of LAYER for every dataset image and train an SAE on them."""
-    from .capture import capture_dataset, save_activations
+    from .capture import capture_dataset
     from .model import TrainConfig, save_sae, train_sae
 
     t0 = time.time()
@@ -61,25 +65,31 @@ def train_cmd(source, dataset, layer, size, tokens, expansion, steps, batch_size
     model, rnd = load_encoder(source, allow_random_weights)
     if rnd:
         click.echo(f"note: no cached checkpoint for {source}: RANDOM weights")
-    acts = capture_dataset(model, _dataset(dataset), layer, size=(size, size))
-    save_activations(out / "activations.npz", acts)
+
+    def progress(done, total):
+        click.echo(f"\rcapturing layer activations: {done}/{total} images", nl=done == total)
+
+    acts = capture_dataset(model, _dataset(dataset), layer, size=(size, size),
+                           store=out / ACTIVATIONS, progress=progress)
     t1 = time.time()
     click.echo(f"captured {acts.num_images} images, layer {acts.layer}, grid {acts.grid}, "
                f"width {acts.width} ({t1 - t0:.1f} s)")
     cfg = TrainConfig(expansion=expansion, steps=steps, batch_size=batch_size, lr=lr, l1=l1,
                       target_l0=target_l0 or None, seed=seed,
                       resample_every=max(1, steps // 4))
-    model_sae, hist = train_sae(acts.tokens(tokens), cfg, log=click.echo)
+    model_sae, hist = train_sae(acts.tokens(tokens), cfg, log=click.echo,
+                                checkpoint_dir=out / "train_state",
+                                checkpoint_every=max(1, steps // 10))
     model_sae.meta.update({"model": source, "random_weights": rnd, "layer": acts.layer,
                            "tokens": tokens, "size": size})
-    save_sae(out / "sae.npz", model_sae)
+    save_sae(out / SAE_DIR, model_sae)
     summary = {"before": hist["before"], "after": hist["after"], "train_s": time.time() - t1,
-               "capture_s": t1 - t0, "random_weights": rnd}
-    (out / "train.json").write_text(json.dumps(summary, indent=2))
+               "capture_s": t1 - t0, "random_weights": rnd, "config": cfg.to_dict()}
+    write_json_atomic(out / "train.json", summary)
     b, a = hist["before"], hist["after"]
     click.echo(f"mse {b['mse']:.4g} -> {a['mse']:.4g} (mean baseline {a['baseline_mse']:.4g}); "
                f"explained variance {a['explained_variance']:.3f}; L0 {a['l0']:.1f}; "
-               f"dead {a['dead_fraction']:.1%}; wrote {out}/sae.npz")
+               f"dead {a['dead_fraction']:.1%}; wrote {out / SAE_DIR}")
 
 
 def _load(out_dir):
@@ -87,7 +97,11 @@ def _load(out_dir):
     from .model import load_sae
 
     out = Path(out_dir)
-    return out, load_activations(out / "activations.npz"), load_sae(out / "sae.npz")
+    for name in (ACTIVATIONS, SAE_DIR):
+        if not (out / name).exists():
+            raise click.ClickException(f"{out / name} not found: run `ssl-jax sae train --out "
+                                       f"{out}` first")
+    return out, load_activations(out / ACTIVATIONS), load_sae(out / SAE_DIR)
 
 
 @sae.command("features")
@@ -109,7 +123,7 @@ def features_cmd(out_dir, top, examples):
                      "top_images": [acts.image_ids[i] for i in ex["max"]]})
         click.echo(f"feature {k:6d}  mean {pooled[:, k].mean():.3f}  top "
                    + ", ".join(acts.image_ids[i] for i in ex["max"]))
-    (out / "features.json").write_text(json.dumps(rows, indent=2))
+    write_json_atomic(out / "features.json", rows)
     from .figures import top_image_grid
 
     path = top_image_grid(model_sae, acts, [r["feature"] for r in rows], out / "features.png",
@@ -154,7 +168,7 @@ def score_cmd(out_dir, n_features, map_size):
                "coverage": np.nan_to_num(s.coverage, nan=-1).tolist(),
                "pointing": np.nan_to_num(s.pointing, nan=-1).tolist(),
                "images_per_type": s.count.tolist(), "best_iou": best}
-    (out / "spatial.json").write_text(json.dumps(payload, indent=2))
+    write_json_atomic(out / "spatial.json", payload)
     from .figures import spatial_figure
 
     f0, t0, _ = s.best("iou", 1)[0]
@@ -222,5 +236,5 @@ def correlate_cmd(out_dir, method, alpha, top_n, embed_model, allow_random_weigh
                                                             strict=True)),
                    key=lambda d: d["q"])[:20],
                "embed_random_weights": rnd}
-    (out / "correlate.json").write_text(json.dumps(payload, indent=2))
+    write_json_atomic(out / "correlate.json", payload)
     click.echo(f"wrote {out}/correlate.json")

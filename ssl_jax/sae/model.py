@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from ..atomic import atomic_path, write_json_atomic
+from ..models.checkpoint import tree_digest
 
 PARAM_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
@@ -165,9 +170,15 @@ def _zero_moments(state, dead):
 
 
 def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
-              init: SAE | None = None) -> tuple[SAE, dict[str, Any]]:
+              init: SAE | None = None, checkpoint_dir: str | os.PathLike | None = None,
+              checkpoint_every: int = 0) -> tuple[SAE, dict[str, Any]]:
     """Train an SAE on activations x (M, D). Deterministic for `config.seed`. `init`: start
     from this SAE (its scale and convention are kept) instead of a random one.
+
+    `checkpoint_dir`: keep the full training state there (orbax: parameters, Adam moments,
+    dead-feature counters, λ, data order) every `checkpoint_every` steps and at the end; a
+    call with the same data and config resumes from it and ends bit-identical to an
+    uninterrupted run. A checkpoint of other data or settings is refused.
 
     Returns (sae, history) with history = {"step", "loss", "mse", "l0", "l1", "resampled"}
     lists (per logged step) and "before"/"after" SAEMetrics dicts on all of x.
@@ -231,7 +242,6 @@ def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
              "b_dec": p["b_dec"]}
         return p, _zero_moments(s, dead), jnp.where(dead, 0, since), jnp.sum(dead)
 
-    before = evaluate(sae, x).to_dict()
     nf = sae.num_features
     since = jnp.zeros(nf, jnp.int32)
     l1 = float(c.l1)
@@ -239,10 +249,27 @@ def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
                             "resampled": []}
     bs = min(c.batch_size, m)
     perm_key = k_loop
+    pos, start = 0, 0
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = _TrainCheckpoints(checkpoint_dir, {
+            "config": c.to_dict(), "data_sha256": _data_digest(x), "width": d,
+            "num_features": nf, "init_sha256": tree_digest(sae.params)})
+        found = ckpt.restore({"params": params, "opt": state, "since": since,
+                              "perm_key": jax.random.key_data(perm_key)})
+        if found is not None:
+            tree, meta = found
+            params, state, since = tree["params"], tree["opt"], tree["since"]
+            perm_key = jax.random.wrap_key_data(tree["perm_key"])
+            l1, pos, start, hist = meta["l1"], meta["pos"], meta["step"], meta["hist"]
+            hist["resampled"] = [tuple(r) for r in hist["resampled"]]
+            if log:
+                log(f"resuming SAE training at step {start} from {ckpt.root}")
+    before = hist.get("before") or evaluate(sae, x).to_dict()
+    hist["before"] = before
     order = np.asarray(jax.random.permutation(perm_key, m))
-    pos = 0
     log_every = max(1, c.steps // 20)
-    for t in range(c.steps):
+    for t in range(start, c.steps):
         if pos + bs > m:
             perm_key = jax.random.fold_in(perm_key, t)
             order = np.asarray(jax.random.permutation(perm_key, m))
@@ -264,27 +291,145 @@ def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
             hist["mse"].append(float(rec) / d / scale ** 2)
             hist["l0"].append(float(l0))
             hist["l1"].append(l1)
+        if ckpt is not None and (t == c.steps - 1 or (checkpoint_every
+                                                     and (t + 1) % checkpoint_every == 0)):
+            ckpt.save(t + 1, {"params": params, "opt": state, "since": since,
+                              "perm_key": jax.random.key_data(perm_key)},
+                      {"l1": l1, "pos": pos, "step": t + 1, "hist": hist})
+        if t % log_every == 0 or t == c.steps - 1:
             if log:
                 log(f"step {t:6d} loss {float(loss):.4f} mse {float(rec) / d / scale**2:.4g} "
                     f"L0 {float(l0):.1f} l1 {l1:.3g}")
+    if ckpt is not None:
+        ckpt.close()
     out = SAE(params, scale, subtract, meta={"train": c.to_dict(), "final_l1": l1})
-    hist["before"] = before
     hist["after"] = evaluate(out, x).to_dict()
     return out, hist
+
+
+def _data_digest(x: np.ndarray) -> str:
+    """sha256 of the training matrix (shape, dtype, bytes): a resumed run must see the same
+    data."""
+    h = hashlib.sha256(f"{x.shape}{x.dtype}".encode())
+    h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()
+
+
+class _TrainCheckpoints:
+    """The latest training state of one SAE run (orbax, max 1 kept), with its run record."""
+
+    def __init__(self, root, record: dict[str, Any]):
+        import orbax.checkpoint as ocp
+
+        self.root = Path(root).absolute()
+        self.record = json.loads(json.dumps(record, default=str))
+        rec_path = self.root / "run.json"
+        if rec_path.exists():
+            old = json.loads(rec_path.read_text())
+            if old != self.record:
+                diff = sorted(k for k in set(old) | set(self.record)
+                              if old.get(k) != self.record.get(k))
+                raise ValueError(f"{self.root}: holds SAE training with other {diff}; use "
+                                 "another checkpoint folder or delete this one")
+        else:
+            write_json_atomic(rec_path, self.record)
+        self.mgr = ocp.CheckpointManager(self.root / "latest", options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=False))
+
+    def save(self, step: int, tree, meta: dict[str, Any]) -> None:
+        import orbax.checkpoint as ocp
+
+        if step in self.mgr.all_steps():
+            return
+        meta = {**meta, "sha256": tree_digest(tree)}
+        self.mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                    meta=ocp.args.JsonSave(meta)))
+
+    def restore(self, like):
+        import orbax.checkpoint as ocp
+
+        from ..train.checkpoint import _abstract
+
+        step = self.mgr.latest_step()
+        if step is None:
+            return None
+        try:
+            out = self.mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise ValueError(f"{self.root}/latest/{step}: cannot restore the SAE training "
+                             f"state ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                             ) from None
+        tree, meta = out["state"], dict(out["meta"])
+        if tree_digest(tree) != meta.get("sha256"):
+            raise ValueError(f"{self.root}/latest/{step}: checkpoint data do not match their "
+                             "recorded sha256 (the files are corrupt)")
+        return tree, meta
+
+    def close(self) -> None:
+        self.mgr.wait_until_finished()
+        self.mgr.close()
 
 
 # ---- files -----------------------------------------------------------------------------------
 
 def save_sae(path: str | os.PathLike, sae: SAE) -> Path:
-    """npz checkpoint: the four arrays plus JSON metadata (scale, convention, training)."""
+    """Save an SAE: an orbax checkpoint folder (params + sae.json with scale, convention,
+    training settings and the params' sha256), or for a path ending in .npz one npz file
+    (the four arrays + JSON metadata, for exchange). A folder is written next to its target
+    and swapped in whole, so readers never see a half-written SAE."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"scale": sae.scale, "subtract_b_dec": sae.subtract_b_dec, "meta": sae.meta}
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v) for k, v in sae.params.items()},
-             sae_meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    if path.suffix == ".npz":
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **{k: np.asarray(v) for k, v in sae.params.items()},
+                     sae_meta=np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8))
+        return path
+    import orbax.checkpoint as ocp
+
+    path = path.absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    params = {k: np.asarray(v) for k, v in sae.params.items()}
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(tmp / "params", params)
+        ckptr.wait_until_finished()
+    write_json_atomic(tmp / SAE_FILE, {**meta, "sha256": tree_digest(params),
+                                       "shapes": {k: list(v.shape) for k, v in params.items()}})
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
     os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+SAE_FILE = "sae.json"
+
+
+def _load_orbax(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    import orbax.checkpoint as ocp
+
+    rec_path = path / SAE_FILE
+    if not rec_path.exists():
+        raise ValueError(f"{path}: not an SAE folder (no {SAE_FILE})")
+    rec = json.loads(rec_path.read_text())
+    like = {k: jax.ShapeDtypeStruct(tuple(v), jnp.float32) for k, v in rec["shapes"].items()}
+    from ..train.checkpoint import _abstract
+
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(path.absolute() / "params", _abstract(like))
+    except Exception as e:
+        raise ValueError(f"{path}/params: cannot restore the SAE ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+    if tree_digest(params) != rec.get("sha256"):
+        raise ValueError(f"{path}: SAE parameters do not match their recorded sha256 (the files "
+                         "are corrupt)")
+    return {k: np.asarray(v) for k, v in params.items()}, rec
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -298,11 +443,17 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def load_sae(path: str | os.PathLike, *, scale: float | None = None,
              subtract_b_dec: bool | None = None) -> SAE:
-    """Load our npz checkpoint or external weights (safetensors / npz with W_enc (D, F),
+    """Load our SAE folder or npz checkpoint, or external weights (safetensors / npz with W_enc (D, F),
     b_enc (F,), W_dec (F, D), b_dec (D,)). External files default to scale 1 and the plain
     ReLU(W_enc x + b_enc) encoder; pass subtract_b_dec=True for SAELens-style weights."""
     path = Path(path)
-    arrays = _read_arrays(path)
+    if path.is_dir():
+        arrays, rec = _load_orbax(path)
+        arrays["sae_meta"] = np.frombuffer(json.dumps(rec).encode(), np.uint8)
+    elif not path.exists():
+        raise FileNotFoundError(f"{path}: no SAE folder or weights file here")
+    else:
+        arrays = _read_arrays(path)
     missing = [k for k in PARAM_KEYS if k not in arrays]
     if missing:
         raise ValueError(f"{path}: SAE file lacks {missing} (has {sorted(arrays)})")
