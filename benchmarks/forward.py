@@ -70,13 +70,13 @@ def ours_from_torch(alias: str, eager, num_layers: int | None):
                          source=f"bench:{alias}")
 
 
-def compiled_forward(model, pixels, mode: str):
+def compiled_forward(model, pixels, mode: str, dtype):
     """(compiled executable, compile seconds) for ssl_jax's forward in `mode`."""
     from ssl_jax.models.model import _forward
 
     layers = tuple(range(model.spec.num_layers))
     kw = dict(spec=model.spec, attentions=mode, layers=layers, hidden_states=False,
-              dtype=model.dtype)
+              dtype=dtype)
     if mode == "rollout":
         from ssl_jax.attention import RolloutOptions
 
@@ -107,13 +107,14 @@ def _cost(exe) -> float:
 
 
 def bench_batch(alias: str, model, eager, sdpa, b: int, size: int, repeats: int,
-                peak_gflops: float) -> list[dict]:
+                peak_gflops: float, dtype: str = "float32") -> list[dict]:
     import torch
 
     import ssl_jax
 
     x = np.random.default_rng(b).normal(size=(b, size, size, 3)).astype(np.float32)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(getattr(torch, dtype))
+    jdtype = jnp.dtype(dtype)
     kw: dict = {}
     if size != 224 and alias in ("mae", "clip", "siglip2"):
         kw["interpolate_pos_encoding"] = True
@@ -125,11 +126,12 @@ def bench_batch(alias: str, model, eager, sdpa, b: int, size: int, repeats: int,
     for mode in MODES:
         if mode == "rollout" and not model.spec.has_cls:
             continue
-        exe, compile_s = compiled_forward(model, jx, mode)
+        exe, compile_s = compiled_forward(model, jx, mode, jdtype)
         flops, mem = forward_flops(model.spec, b, size), _cost(exe)
         # timed through the public API (includes stacking the per-layer attentions)
         fns[f"ssl_jax/{mode}"] = (
-            lambda m=mode: jax.block_until_ready(ssl_jax.forward(model, jx, attentions=m)))
+            lambda m=mode: jax.block_until_ready(ssl_jax.forward(model, jx, attentions=m,
+                                                                 dtype=jdtype)))
         info[f"ssl_jax/{mode}"] = dict(compile_s=compile_s, gflop=flops / 1e9,
                                        peak_mem_mb=mem / 2**20)
 
@@ -150,7 +152,7 @@ def bench_batch(alias: str, model, eager, sdpa, b: int, size: int, repeats: int,
     rows = []
     for name, ts in times.items():
         t = median(ts)
-        row = {"model": alias, "batch": b, "impl": name, "img_per_s": b / t,
+        row = {"model": alias, "batch": b, "dtype": dtype, "impl": name, "img_per_s": b / t,
                "ms_per_batch": 1e3 * t, "vs_eager_attn": ref_t / t, "min_ms": 1e3 * min(ts),
                "repeats": len(ts)}
         if name in info:
@@ -165,13 +167,17 @@ def bench_batch(alias: str, model, eager, sdpa, b: int, size: int, repeats: int,
 
 
 def bench_model(alias: str, batches, repeats: int, num_layers: int | None, size: int,
-                peak_gflops: float) -> list[dict]:
+                peak_gflops: float, dtype: str = "float32") -> list[dict]:
+    import torch
+
     eager, sdpa = torch_models(alias, num_layers)
     model = ours_from_torch(alias, eager, num_layers)
     size = size // model.spec.patch_size * model.spec.patch_size  # 224 for every model
     rows = []
+    # parameters stay float32 in ssl_jax (dtype is the compute dtype); torch casts its module
+    eager, sdpa = eager.to(getattr(torch, dtype)), sdpa.to(getattr(torch, dtype))
     for b in batches:
-        rows += bench_batch(alias, model, eager, sdpa, b, size, repeats, peak_gflops)
+        rows += bench_batch(alias, model, eager, sdpa, b, size, repeats, peak_gflops, dtype)
     return rows
 
 
@@ -182,20 +188,24 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tiny", action="store_true", help="2-layer models, 64 px, batch 2: smoke")
     ap.add_argument("--name", default=None, help="result file name (default forward[_tiny])")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="compute dtype of both sides (CPU bf16 needs AVX512-BF16/AMX to pay)")
     args = ap.parse_args(argv)
     jax.config.update("jax_default_matmul_precision", "highest")
     num_layers, size = (2, 64) if args.tiny else (None, 224)
     batches = [2] if args.tiny else args.batches
     repeats = 2 if args.tiny else args.repeats
-    peak = matmul_peak(512 if args.tiny else 2048, repeats=repeats)
-    print(f"float32 matmul peak: XLA {peak['xla']:.0f} GFLOP/s, torch {peak['torch']:.0f} "
+    peak = matmul_peak(512 if args.tiny else 2048, repeats=repeats, dtype=args.dtype)
+    print(f"{args.dtype} matmul peak: XLA {peak['xla']:.0f} GFLOP/s, torch {peak['torch']:.0f} "
           f"GFLOP/s\n")
     machine_peak = max(peak.values())
     rows = []
     for alias in args.models:
-        rows += bench_model(alias, batches, repeats, num_layers, size, machine_peak)
-    name = args.name or ("forward_tiny" if args.tiny else "forward")
+        rows += bench_model(alias, batches, repeats, num_layers, size, machine_peak, args.dtype)
+    suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
+    name = args.name or ("forward_tiny" if args.tiny else "forward") + suffix
     paths = write_results(name, rows, {"matmul_peak_gflop_per_s": peak, "size": size,
+                                       "dtype": args.dtype,
                                        "num_layers": num_layers or "all", "repeats": repeats})
     print("wrote", *paths)
     return 0
