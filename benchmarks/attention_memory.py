@@ -29,14 +29,14 @@ import argparse
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import print_table, write_results
+
 MODES = ("none", "cls", "rollout", "full")
 MB = 1024.0**2
 
@@ -152,17 +152,6 @@ def expected_mb(alias: str, batch: int, size: int) -> dict[str, float]:
             "rollout": batch * n * t * 4 / MB, "none": 0.0}
 
 
-def print_table(rows: list[dict], columns: list[str]) -> None:
-    def fmt(v):
-        return f"{v:.1f}" if isinstance(v, float) else str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-
-
 def gradient_memory(alias: str, batch: int, size: int) -> list[dict]:
     """XLA's compiled estimate for the gradient attributions (one backward per image)."""
     import jax
@@ -203,8 +192,12 @@ def main(argv=None) -> dict:
                     help="also XLA's estimate for grad_cam / attention_gradient / saliency")
     ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)  # for --child
-    ap.add_argument("--out", type=Path, default=RESULTS / "attention_memory.json")
+    ap.add_argument("--tiny", action="store_true",
+                    help="smoke test: batch 2 at 56 px, XLA estimates only")
+    ap.add_argument("--name", default=None, help="result name (default attention_memory[_tiny])")
     args = ap.parse_args(argv)
+    if args.tiny:
+        args.batches, args.size, args.no_rss = [2], 56, True
     if args.child:
         print(json.dumps(child(args.model, args.batch, args.size, args.child)))
         return {}
@@ -239,16 +232,12 @@ def main(argv=None) -> dict:
     if grads:
         print()
         print_table(grads, ["batch", "mode", "xla_temp_mb", "xla_output_mb", "xla_peak_mb"])
-    result = {
-        "model": args.model, "size": args.size,
-        "platform": jax.devices()[0].platform, "device": str(jax.devices()[0]),
-        "machine": platform.platform(), "cpu_count": os.cpu_count(),
-        "jax": jax.__version__, "rows": rows, "gradients": grads,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return result
+    result = {"model": args.model, "size": args.size, "platform": jax.devices()[0].platform,
+              "device": str(jax.devices()[0]), "gradients": grads}
+    name = args.name or ("attention_memory_tiny" if args.tiny else "attention_memory")
+    paths = write_results(name, rows, result)
+    print("wrote", *paths)
+    return {**result, "rows": rows}
 
 
 def bundled_layers(alias: str) -> int:

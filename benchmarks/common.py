@@ -15,6 +15,11 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def results_dir() -> Path:
+    """benchmarks/results, or $SSL_JAX_BENCH_RESULTS (the smoke test writes to a temp dir)."""
+    return Path(os.environ.get("SSL_JAX_BENCH_RESULTS") or RESULTS)
+
+
 def machine_info() -> dict[str, Any]:
     from ssl_jax.study.manifest import machine, versions
 
@@ -64,11 +69,11 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 def write_results(name: str, rows: list[dict[str, Any]], meta: dict[str, Any],
                   out_dir: Path | None = None) -> tuple[Path, Path]:
     """benchmarks/results/<name>.json (rows + machine) and <name>.csv (timm-style flat rows)."""
-    out_dir = out_dir or RESULTS
+    out_dir = out_dir or results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine_info(), **meta, "rows": rows}
     json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps(payload, indent=2, default=str))
+    json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     csv_path = out_dir / f"{name}.csv"
     columns: list[str] = []
     for r in rows:

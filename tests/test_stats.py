@@ -140,7 +140,16 @@ def test_bootstrap_agrees_with_scipy(method):
     ref = st.bootstrap((small,), np.median, n_resamples=4000, method=method,
                        rng=np.random.default_rng(4)).confidence_interval
     se = small.std(ddof=1) / np.sqrt(60)
-    assert abs(med.lo[0] - ref.low) < 0.25 * se and abs(med.hi[0] - ref.high) < 0.25 * se
+    # a bootstrap median only takes order-statistic values, so two Monte-Carlo runs may
+    # land one order statistic apart (here ~0.35 se): allow that gap on top of 0.25 se
+    order = np.sort(small)
+
+    def gap(v):
+        i = int(np.clip(np.searchsorted(order, v), 1, order.size - 1))
+        return float(np.max(np.diff(order[max(i - 2, 0):i + 2])))
+
+    assert abs(med.lo[0] - ref.low) < 0.25 * se + gap(ref.low)
+    assert abs(med.hi[0] - ref.high) < 0.25 * se + gap(ref.high)
 
 
 def test_bootstrap_keys_nan_and_paired():

@@ -186,6 +186,11 @@ def wasserstein1(a, b, cost: np.ndarray) -> float:
     if src.size == 0 or dst.size == 0:
         return 0.0
     s, t = d[src], -d[dst]
+    # Solve at unit mass: when the two maps nearly agree the moved mass is tiny (1e-6 and
+    # less) and HiGHS' absolute feasibility tolerances (1e-7) then misjudge the LP
+    # (scipy 1.17 declared such problems infeasible). W1 scales linearly with the mass.
+    mass = min(s.sum(), t.sum())
+    s, t = s / mass, t / mass
     # the side with the smaller total is matched exactly; the other side is an upper bound
     # (the two totals differ only by float64 rounding)
     ns, nt = src.size, dst.size
@@ -204,7 +209,7 @@ def wasserstein1(a, b, cost: np.ndarray) -> float:
                 bounds=(0, None), method="highs")
     if not r.success:
         raise RuntimeError(f"EMD transport LP failed: {r.message}")
-    return float(r.fun)
+    return float(r.fun) * float(mass)
 
 
 def emd(maps, target, size: int = EMD_GRID_SIZE) -> np.ndarray:

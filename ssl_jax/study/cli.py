@@ -154,13 +154,15 @@ def report(config, dataset, cache_dir, results_dir, out_dir):
               help="Folder for the cache, tables and report.")
 @click.option("--models", multiple=True, default=None,
               help="Subset of models (default: all five).")
+@click.option("--config", "config", default="sample", show_default=True,
+              help="Run this study config end to end instead (TOML file or bundled name).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.")
-def demo(out_dir, models, progress):
+def demo(out_dir, models, config, progress):
     """The whole study (extract → evaluate → compare → report) on the embedded sample
     dataset. Without cached checkpoints it runs on random weights and says so everywhere."""
     from .pipeline import run_study
 
-    cfg = _config("sample", models=models or None, allow_random_weights=True)
+    cfg = _config(config, models=models or None, allow_random_weights=True)
     out = _writable_dir(out_dir, "demo folder")
     summary = run_study(cfg, out, progress=progress)
     click.echo(summary)
