@@ -97,7 +97,7 @@ def total_variation(img: jax.Array) -> jax.Array:
 class Objective:
     """What to maximise. kind: "channel" (mean over patch tokens of channel `index` of hidden
     state `layer`), "unit" (token `token`, channel `index`), "sae" (mean over patch tokens of
-    SAE feature `index`; `sae` holds the SAE), "pooled" (pooled embedding unit `index`),
+    SAE feature `index` before its ReLU; `sae` holds the SAE), "pooled" (pooled embedding unit `index`),
     "head" (head `index`'s attention from the CLS token (SigLIP: mean over queries) to the
     patch tokens at block `layer`, summed)."""
 
@@ -126,7 +126,10 @@ class Objective:
         if self.kind == "channel":
             return jnp.mean(patches[:, self.index])
         if self.kind == "sae":
-            return jnp.mean(self.sae.encode(patches)[:, self.index])
+            # the pre-ReLU value: a feature that is off on the start image (most are, at a
+            # target L0 of tens among thousands) still has a gradient; where it fires the
+            # objective equals the activation
+            return jnp.mean(self.sae.pre_activation(patches)[:, self.index])
         raise ValueError(f"unknown objective kind {self.kind!r}")
 
 

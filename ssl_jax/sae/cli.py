@@ -48,7 +48,8 @@ def sae() -> None:
 @click.option("--steps", default=1000, show_default=True)
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
-@click.option("--l1", default=1e-2, show_default=True)
+@click.option("--l1", default=1.0, show_default=True,
+              help="Initial L1 coefficient, in units of the normalised input (E|x|^2 = width).")
 @click.option("--target-l0", type=float, default=32.0, show_default=True,
               help="Adapt the L1 coefficient towards this L0 (0: fixed L1).")
 @click.option("--seed", default=0, show_default=True)

@@ -53,6 +53,9 @@ class SAE:
     def encode(self, x) -> jax.Array:
         return encode(self.params, x, self.scale, self.subtract_b_dec)
 
+    def pre_activation(self, x) -> jax.Array:
+        return pre_activation(self.params, x, self.scale, self.subtract_b_dec)
+
     def decode(self, f) -> jax.Array:
         return decode(self.params, f, self.scale)
 
@@ -72,11 +75,16 @@ def init_sae(key, width: int, expansion: int = 64, *, num_features: int | None =
     return SAE(params, float(scale), subtract_b_dec)
 
 
-def encode(params, x, scale=1.0, subtract_b_dec=False) -> jax.Array:
+def pre_activation(params, x, scale=1.0, subtract_b_dec=False) -> jax.Array:
+    """W_enc (s·x - b_pre) + b_enc: the features before the ReLU."""
     x = jnp.asarray(x, jnp.float32) * scale
     if subtract_b_dec:
         x = x - params["b_dec"]
-    return jax.nn.relu(x @ params["W_enc"] + params["b_enc"])
+    return x @ params["W_enc"] + params["b_enc"]
+
+
+def encode(params, x, scale=1.0, subtract_b_dec=False) -> jax.Array:
+    return jax.nn.relu(pre_activation(params, x, scale, subtract_b_dec))
 
 
 def decode(params, f, scale=1.0) -> jax.Array:
@@ -132,9 +140,10 @@ def evaluate(sae: SAE, x, batch_size: int = 4096) -> SAEMetrics:
 class TrainConfig:
     expansion: int = 64
     num_features: int | None = None
-    l1: float = 1e-3               # initial sparsity coefficient λ
+    l1: float = 1.0                # initial sparsity coefficient λ (normalised-input units)
     target_l0: float | None = None  # adapt λ multiplicatively towards this L0
-    l1_rate: float = 0.05           # controller step: λ *= exp(rate · (L0 - target) / target)
+    l1_rate: float = 0.01           # controller step: λ *= exp(rate · clip(log(L0/target), ±1))
+    l1_range: float = 1000.0        # λ stays within [l1 / range, l1 · range] (no wind-up)
     lr: float = 1e-3
     batch_size: int = 256
     steps: int = 1000
@@ -192,6 +201,9 @@ def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
         scale = float(np.sqrt(d / np.mean(np.sum(x * x, axis=1)))) if c.normalize else 1.0
         sae = init_sae(k_init, d, c.expansion, num_features=c.num_features, scale=scale,
                        subtract_b_dec=c.subtract_b_dec, b_dec=x.mean(0) * scale)
+        if c.target_l0:
+            sae.params["b_enc"] = _bias_for_rate(sae, x, c.target_l0 / sae.num_features,
+                                                 jax.random.fold_in(k_init, 1))
     else:
         if init.width != d:
             raise ValueError(f"init SAE has width {init.width}, activations {d}")
@@ -278,8 +290,13 @@ def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
         pos += bs
         params, state, since, loss, rec, l0 = step(params, state, idx, jnp.float32(l1), since)
         if c.target_l0:
-            l1 = l1 * float(np.exp(c.l1_rate * np.clip((float(l0) - c.target_l0)
-                                                        / c.target_l0, -1.0, 1.0)))
+            # multiplicative steps on log(L0/target), bounded per step and in total: with
+            # Adam the biases move ~lr per step whatever λ is, so an unbounded controller
+            # winds λ up by orders of magnitude before L0 can answer (measured: λ 1e-2 →
+            # 4e10, explained variance -0.004 at width 768 before these bounds)
+            ratio = np.log(max(float(l0), 0.1) / c.target_l0)
+            l1 = float(np.clip(l1 * np.exp(c.l1_rate * np.clip(ratio, -1.0, 1.0)),
+                               c.l1 / c.l1_range, c.l1 * c.l1_range))
         if (c.resample_every and (t + 1) % c.resample_every == 0
                 and t + 1 < c.resample_until * c.steps):
             params, state, since, n_dead = resample(params, state, since,
@@ -305,6 +322,24 @@ def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
     out = SAE(params, scale, subtract, meta={"train": c.to_dict(), "final_l1": l1})
     hist["after"] = evaluate(out, x).to_dict()
     return out, hist
+
+
+def _bias_for_rate(sae: SAE, x: np.ndarray, rate: float, key, sample: int = 2048):
+    """Encoder biases that make each feature fire on a fraction `rate` of the data: minus
+    the (1 - rate) quantile of its pre-activation over a sample. A zero-bias start has half
+    of all features active (L0 ≈ F/2, e.g. 24,576 of 49,152), which Adam needs thousands of
+    steps to bring down to a target L0 of tens."""
+    idx = np.asarray(jax.random.choice(key, x.shape[0], (min(sample, x.shape[0]),),
+                                       replace=False))
+    xs = jnp.asarray(x[np.sort(idx)]) * sae.scale
+    if sae.subtract_b_dec:
+        xs = xs - sae.params["b_dec"]
+    q = 1.0 - min(max(rate, 0.0), 1.0)
+    cols = []
+    for lo in range(0, sae.num_features, 8192):  # (sample × 8192) floats at a time
+        pre = xs @ sae.params["W_enc"][:, lo:lo + 8192]
+        cols.append(-jnp.quantile(pre, q, axis=0))
+    return jnp.concatenate(cols).astype(jnp.float32)
 
 
 def _data_digest(x: np.ndarray) -> str:
