@@ -248,8 +248,16 @@ def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
         alive_norm = jnp.sum(jnp.where(~dead, jnp.linalg.norm(p["W_enc"], axis=0), 0.0)) / \
             jnp.maximum(jnp.sum(~dead), 1)
         alive_norm = jnp.where(jnp.any(~dead), alive_norm, 1.0)
-        p = {"W_enc": jnp.where(dead[None, :], direction.T * 0.2 * alive_norm, p["W_enc"]),
-             "b_enc": jnp.where(dead, 0.0, p["b_enc"]),
+        w_enc = jnp.where(dead[None, :], direction.T * 0.2 * alive_norm, p["W_enc"])
+        b_new = jnp.zeros_like(p["b_enc"])
+        if c.target_l0:
+            # a zero bias would make every re-initialised feature fire on about half of all
+            # inputs (on a ViT-B run: L0 32 -> 1,900 and the loss ×1000 after one resampling);
+            # start them at the target firing rate instead, like the initial biases
+            probe = xb[:512] - (p["b_dec"] if subtract else 0.0)
+            b_new = -jnp.quantile(probe @ w_enc, 1.0 - c.target_l0 / w_enc.shape[1], axis=0)
+        p = {"W_enc": w_enc,
+             "b_enc": jnp.where(dead, b_new, p["b_enc"]),
              "W_dec": jnp.where(dead[:, None], direction, p["W_dec"]),
              "b_dec": p["b_dec"]}
         return p, _zero_moments(s, dead), jnp.where(dead, 0, since), jnp.sum(dead)
