@@ -190,8 +190,20 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default=None, help="result file name (default forward[_tiny])")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="compute dtype of both sides (CPU bf16 needs AVX512-BF16/AMX to pay)")
+    ap.add_argument("--peak-only", action="store_true",
+                    help="only the n×n matmul rate of XLA and torch in float32 and bfloat16")
     args = ap.parse_args(argv)
     jax.config.update("jax_default_matmul_precision", "highest")
+    if args.peak_only:
+        n = 512 if args.tiny else 2048
+        rows = [{"dtype": dt, "n": n, **{f"{k}_gflop_per_s": v for k, v in
+                                         matmul_peak(n, repeats=args.repeats, dtype=dt).items()}}
+                for dt in ("float32", "bfloat16")]
+        print_table(rows, list(rows[0]))
+        paths = write_results(args.name or "matmul_peak" + ("_tiny" if args.tiny else ""), rows,
+                              {"repeats": args.repeats})
+        print("wrote", *paths)
+        return 0
     num_layers, size = (2, 64) if args.tiny else (None, 224)
     batches = [2] if args.tiny else args.batches
     repeats = 2 if args.tiny else args.repeats
