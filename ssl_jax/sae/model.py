@@ -255,7 +255,7 @@ def train_sae(x, config: TrainConfig = TrainConfig(), *, log=None,
             # inputs (on a ViT-B run: L0 32 -> 1,900 and the loss ×1000 after one resampling);
             # start them at the target firing rate instead, like the initial biases
             probe = xb[:512] - (p["b_dec"] if subtract else 0.0)
-            b_new = -jnp.quantile(probe @ w_enc, 1.0 - c.target_l0 / w_enc.shape[1], axis=0)
+            b_new = _rate_bias(probe, w_enc, c.target_l0 / w_enc.shape[1])
         p = {"W_enc": w_enc,
              "b_enc": jnp.where(dead, b_new, p["b_enc"]),
              "W_dec": jnp.where(dead[:, None], direction, p["W_dec"]),
@@ -342,12 +342,15 @@ def _bias_for_rate(sae: SAE, x: np.ndarray, rate: float, key, sample: int = 2048
     xs = jnp.asarray(x[np.sort(idx)]) * sae.scale
     if sae.subtract_b_dec:
         xs = xs - sae.params["b_dec"]
+    return _rate_bias(xs, sae.params["W_enc"], rate)
+
+
+def _rate_bias(xs, w_enc, rate: float) -> jax.Array:
+    """Minus the (1 - rate) quantile of each feature's pre-activation (without bias) over
+    the rows of xs (already scaled and centred), 8192 features at a time."""
     q = 1.0 - min(max(rate, 0.0), 1.0)
-    cols = []
-    for lo in range(0, sae.num_features, 8192):  # (sample × 8192) floats at a time
-        pre = xs @ sae.params["W_enc"][:, lo:lo + 8192]
-        cols.append(-jnp.quantile(pre, q, axis=0))
-    return jnp.concatenate(cols).astype(jnp.float32)
+    return jnp.concatenate([-jnp.quantile(xs @ w_enc[:, lo:lo + 8192], q, axis=0)
+                            for lo in range(0, w_enc.shape[1], 8192)]).astype(jnp.float32)
 
 
 def _data_digest(x: np.ndarray) -> str:
