@@ -97,10 +97,8 @@ def _jax_steps(trainable, loss_fn, n_steps):
     return losses, grads0, trainable
 
 
-@pytest.mark.parametrize("alias", ["dinov2", "siglip2"])
-def test_full_step_matches_torch(alias, tmp_path):
-    model, tm, pixels, labels, head = _setup(alias, tmp_path)
-    spec = model.spec
+def _torch_head_loss(tm, alias, pixels, labels, head):
+    """The torch head (a copy of ours) and the class-weighted loss closure of one batch."""
     lin = torch.nn.Linear(64, 4)
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(np.asarray(head["kernel"]).T.copy()))
@@ -110,6 +108,15 @@ def test_full_step_matches_torch(alias, tmp_path):
 
     def torch_loss():
         return ce(lin(_torch_features(tm, alias, pixels)), y)
+
+    return lin, torch_loss
+
+
+@pytest.mark.parametrize("alias", ["dinov2", "siglip2"])
+def test_full_step_matches_torch(alias, tmp_path):
+    model, tm, pixels, labels, head = _setup(alias, tmp_path)
+    spec = model.spec
+    lin, torch_loss = _torch_head_loss(tm, alias, pixels, labels, head)
 
     # gradients of the first step
     tm.zero_grad()
@@ -178,15 +185,7 @@ def test_lora_step_matches_torch(tmp_path):
                               adapters[t]["b"][i], cfg.scale)
             setattr(layer.attention, name, mod)
             wrapped[(t, i)] = mod
-    lin = torch.nn.Linear(64, 4)
-    with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(np.asarray(head["kernel"]).T.copy()))
-        lin.bias.copy_(torch.from_numpy(np.array(head["bias"])))
-    ce = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(WEIGHTS))
-    y = torch.from_numpy(labels)
-
-    def torch_loss():
-        return ce(lin(_torch_features(tm, alias, pixels)), y)
+    lin, torch_loss = _torch_head_loss(tm, alias, pixels, labels, head)
 
     torch_loss().backward()
     t_grads = {k: (m.A.grad.numpy().T.copy(), m.B.grad.numpy().T.copy())

@@ -26,6 +26,20 @@ def _image(acts, i: int, size: int = 112) -> np.ndarray:
     return np.asarray(im)
 
 
+
+def _overlay(ax, acts, i: int, heat) -> None:
+    """Image i of the captured set with a feature heatmap on top."""
+    ax.imshow(_image(acts, i))
+    ax.imshow(heat, alpha=0.45, cmap="jet")
+
+
+def _save(plt, fig, path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
 def top_image_grid(sae, acts, features, path, n: int = 4) -> Path:
     """One row per feature: its n top images (mean activation), each overlaid with the map."""
     from ..attention.heatmap import to_heatmap
@@ -41,15 +55,10 @@ def top_image_grid(sae, acts, features, path, n: int = 4) -> Path:
         heat = np.asarray(to_heatmap(maps, (112, 112)))
         for c, i in enumerate(top):
             ax = axes[r, c]
-            ax.imshow(_image(acts, int(i)))
-            ax.imshow(heat[c], alpha=0.45, cmap="jet")
+            _overlay(ax, acts, int(i), heat[c])
             ax.set_axis_off()
             ax.set_title(f"f{k} {pooled[i, k]:.2f}", fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def spatial_figure(sae, acts, anns, rows, feature: int, type_label: int, path,
@@ -66,8 +75,7 @@ def spatial_figure(sae, acts, anns, rows, feature: int, type_label: int, path,
     fig, axes = plt.subplots(1, len(chosen), figsize=(2.5 * len(chosen), 2.7), squeeze=False)
     for c, i in enumerate(chosen):
         ax = axes[0, c]
-        ax.imshow(_image(acts, i))
-        ax.imshow(heat[c], alpha=0.45, cmap="jet")
+        _overlay(ax, acts, i, heat[c])
         a = anns[acts.image_ids[i]]
         for box, lb in zip(np.asarray(a.boxes), np.asarray(a.labels).ravel(), strict=False):
             if lb != type_label:
@@ -78,8 +86,4 @@ def spatial_figure(sae, acts, anns, rows, feature: int, type_label: int, path,
         ax.set_axis_off()
         ax.set_title(acts.image_ids[i], fontsize=7)
     fig.suptitle(f"SAE feature {feature} vs type {type_label}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -185,18 +185,33 @@ def _family(p_values) -> tuple[np.ndarray, np.ndarray]:
     return p, ok
 
 
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm step-down adjusted p ([0.01, 0.04, 0.03] → [0.03, 0.06, 0.06])."""
+def _adjust_sorted(p_values: Sequence[float], adjust) -> np.ndarray:
+    """Apply `adjust` (ascending finite p-values → adjusted, same order) to the finite
+    entries of a family; NaN stays NaN, the input order is kept."""
     p, ok = _family(p_values)
     out = np.full(p.shape, np.nan)
     q = p[ok]
-    m = q.size
     order = np.argsort(q, kind="stable")
-    adj = np.minimum(1.0, np.maximum.accumulate(q[order] * (m - np.arange(m))))
-    r = np.empty(m)
-    r[order] = adj
+    r = np.empty(q.size)
+    r[order] = adjust(q[order])
     out[ok] = r
     return out
+
+
+def _holm_sorted(q: np.ndarray) -> np.ndarray:
+    m = q.size
+    return np.minimum(1.0, np.maximum.accumulate(q * (m - np.arange(m))))
+
+
+def _bh_sorted(q: np.ndarray) -> np.ndarray:
+    m = q.size
+    adj = q * m / np.arange(1, m + 1)
+    return np.minimum(1.0, np.minimum.accumulate(adj[::-1])[::-1])
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p ([0.01, 0.04, 0.03] → [0.03, 0.06, 0.06])."""
+    return _adjust_sorted(p_values, _holm_sorted)
 
 
 def bonferroni(p_values: Sequence[float]) -> np.ndarray:
@@ -208,17 +223,7 @@ def bonferroni(p_values: Sequence[float]) -> np.ndarray:
 
 def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
     """BH step-up adjusted p (= scipy.stats.false_discovery_control(method='bh'))."""
-    p, ok = _family(p_values)
-    out = np.full(p.shape, np.nan)
-    q = p[ok]
-    m = q.size
-    order = np.argsort(q, kind="stable")
-    adj = q[order] * m / np.arange(1, m + 1)
-    adj = np.minimum(1.0, np.minimum.accumulate(adj[::-1])[::-1])
-    r = np.empty(m)
-    r[order] = adj
-    out[ok] = r
-    return out
+    return _adjust_sorted(p_values, _bh_sorted)
 
 
 CORRECTIONS = {"holm": holm, "bonferroni": bonferroni, "fdr_bh": benjamini_hochberg,
