@@ -1,6 +1,8 @@
 """Atomic file writes: every file ssl_jax writes goes to a temporary sibling that is flushed,
 fsynced and renamed over the target, so a crash leaves either the old file or the new one,
-never a torn one (a reader never sees half a JSON, CSV, npz or HTML file)."""
+never a torn one (a reader never sees half a JSON, CSV, npz or HTML file). Files get the
+permissions of a normally created file (0666 less the umask): `mkstemp` makes its file 0600,
+and that mode would otherwise survive the rename, hiding results from a cluster's other users."""
 
 from __future__ import annotations
 
@@ -13,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `path`; on normal exit it replaces `path`, on an
@@ -23,6 +32,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
                                     dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield tmp
         with open(tmp, "rb+") as f:
