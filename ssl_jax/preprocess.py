@@ -58,7 +58,9 @@ class Transform:
 
 def _to_rgb_uint8(image, index: int) -> np.ndarray:
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        from .data.images import to_rgb
+
+        return to_rgb(image, f"image {index}")
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise TypeError(f"image {index}: expected a PIL image or a uint8 array, got dtype {arr.dtype}")

@@ -114,12 +114,11 @@ def discover_images(root: str | Path, pattern: str = IMAGE_PATTERN) -> list[Path
     return sorted((p for p in folder.glob(pattern) if p.is_file()), key=lambda p: p.name)
 
 
-def load_image(path: str | Path):
-    """A PIL RGB image (decoded now)."""
-    from PIL import Image
+def load_image(path: str | Path, *, orientation: str = "stored"):
+    """A PIL RGB image (decoded now) by the one loader's rules (`ssl_jax.data.images`)."""
+    from .images import open_rgb
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    return open_rgb(path, orientation=orientation)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..models.spec import MODELS
 
 # methods the extractor knows; "<method>_heads" variants are per-head maps of cls / mean /
@@ -40,6 +41,9 @@ class StudyConfig:
     n_random_trials: int = 100
     seed: int = 0
     clamp: str = "clip"  # SPEC decision 7
+    # EXIF orientation: "stored" frame as the original (warns per turned image) or "exif"
+    # (the frame viewers show; boxes follow): ssl_jax.data.images
+    orientation: str = "stored"
     allow_random_weights: bool = False
     weights: dict[str, str] = field(default_factory=dict)  # alias -> checkpoint source
 
@@ -61,6 +65,8 @@ class StudyConfig:
         for p in self.percentiles:
             if not 0 <= p <= 100:
                 raise ValueError(f"percentile {p} outside [0, 100]")
+        if self.orientation not in ("stored", "exif"):
+            raise UserError(f"orientation must be 'stored' or 'exif', got {self.orientation!r}")
 
     def replace(self, **changes: Any) -> StudyConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -18,12 +18,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from ..atomic import atomic_path
 from ..attention.heatmap import to_heatmap
 from ..data import BuildingParts, load_building_parts, rasterize, union_mask
+from ..data.images import file_orientation, load_rgb, orient_array, orient_stack
 from ..data.styles import STYLE_NAMES
+from ..errors import UserError
 from ..metrics import (
     alignment_metrics,
     center_gaussian,
@@ -65,14 +66,16 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def ground_truth(ann: BuildingParts, image_ids: list[str], size: int):
-    """Union masks, Gaussian targets (I, S, S) and box lists in the squash frame."""
+def ground_truth(ann: BuildingParts, image_ids: list[str], size: int,
+                 orientations: list[int] | None = None):
+    """Union masks, Gaussian targets (I, S, S) and box lists in the squash frame (of the
+    stored image, or turned by each image's EXIF `orientations`: `orient_stack`)."""
     missing = [i for i in image_ids if i not in ann.images]
     if missing:
         raise ValueError(f"{len(missing)} cached image(s) have no annotation, e.g. {missing[0]}")
     masks = np.stack([union_mask(ann.images[i].boxes, (size, size)) for i in image_ids])
     targets = np.stack([gaussian_target(ann.images[i].boxes, size, size) for i in image_ids])
-    return masks, targets
+    return orient_stack(masks, orientations), orient_stack(targets, orientations)
 
 
 def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path, *,
@@ -88,7 +91,8 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
     ann = load_building_parts(root / "building_parts.json", clamp=config.clamp)
     ids = cache.image_ids
     size = config.heatmap_size
-    masks, targets = ground_truth(ann, ids, size)
+    turns = _orientations(root, ids, config.orientation, cache.settings)
+    masks, targets = ground_truth(ann, ids, size, turns)
     styles = np.asarray([-1 if ann.images[i].style_label is None else ann.images[i].style_label
                          for i in ids])
     percentiles = tuple(config.percentiles)
@@ -104,8 +108,8 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
     for model, method in jobs:
         maps = cache.read(model, method)
         if method.endswith("_heads"):
-            small_gt = jnp.asarray(np.stack([union_mask(ann.images[i].boxes,
-                                                        (HEAD_SIZE, HEAD_SIZE)) for i in ids]))
+            small_gt = jnp.asarray(orient_stack(np.stack([union_mask(
+                ann.images[i].boxes, (HEAD_SIZE, HEAD_SIZE)) for i in ids]), turns))
             vals = [_heads_metrics(to_heatmap(jnp.asarray(maps[s:s + chunk]),
                                               (HEAD_SIZE, HEAD_SIZE)),
                                    small_gt[s:s + chunk, None, None])
@@ -128,8 +132,8 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
                                                     (len(ids), size, size)),
                  "saliency_prior": np.broadcast_to(saliency_prior(size, size),
                                                    (len(ids), size, size)),
-                 "sobel_edges": np.stack([sobel_edges(_load_rgb(root, i), size, size)
-                                          for i in ids])}
+                 "sobel_edges": np.stack([sobel_edges(_load_rgb(root, i, config.orientation),
+                                                      size, size) for i in ids])}
     baselines = {name: {k: np.asarray(v) for k, v in metric_fn(jnp.asarray(m), gt_j,
                                                                tg_j).items()}
                  for name, m in base_maps.items()}
@@ -195,7 +199,7 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
             a = ann.images[image_id]
             if a.num_boxes == 0:
                 continue
-            bm = rasterize(a.boxes, (size, size))
+            bm = orient_array(rasterize(a.boxes, (size, size)), turns[i])
             inter = (bm & top[i]).sum((1, 2))
             union = (bm | top[i]).sum((1, 2))
             for label, iou in zip(a.labels, inter / np.maximum(union, 1), strict=True):
@@ -247,14 +251,29 @@ def _feature_name(ann: BuildingParts, label: int) -> str:
         return str(label)
 
 
-def _load_rgb(root: Path, image_id: str) -> np.ndarray:
+def _image_path(root: Path, image_id: str) -> Path:
     from .dataset import image_candidates
 
     for p in image_candidates(root / "images", image_id):
         if p.is_file():
-            with Image.open(p) as im:
-                return np.asarray(im.convert("RGB"))
+            return p
     raise ValueError(f"image file for {image_id} not found in {root / 'images'}")
+
+
+def _load_rgb(root: Path, image_id: str, orientation: str = "stored") -> np.ndarray:
+    return load_rgb(_image_path(root, image_id), orientation=orientation)
+
+
+def _orientations(root: Path, ids: list[str], orientation: str,
+                  cache_settings: dict[str, Any]) -> list[int]:
+    """Each image's EXIF orientation tag under `orientation` (all 1 for "stored"); refuses a
+    cache whose maps were extracted in the other frame."""
+    cached = cache_settings.get("orientation", "stored")
+    if cached != orientation:
+        raise UserError(f"the cache was extracted with orientation = {cached!r} but the study "
+                        f"config says {orientation!r}: maps and boxes would be in different "
+                        "frames; use the same setting for extract and evaluate")
+    return [file_orientation(_image_path(root, i), orientation) for i in ids]
 
 
 def read_summary(out_dir: str | Path) -> list[dict[str, Any]]:

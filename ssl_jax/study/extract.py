@@ -177,13 +177,7 @@ def extract_model(
     return stats, transforms
 
 
-def load_image_file(path: str | Path):
-    from PIL import Image
+def load_image_file(path: str | Path, orientation: str = "stored"):
+    from ..data.images import open_rgb
 
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise ValueError(f"image file {path} does not exist") from None
-    except OSError as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+    return open_rgb(path, orientation=orientation)

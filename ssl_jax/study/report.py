@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..attention.heatmap import to_heatmap
+from ..data.images import file_orientation, orient_boxes
 from .cache import open_existing
 from .compare import primary_labels
 from .config import StudyConfig
-from .evaluate import _load_rgb, read_summary
+from .evaluate import _image_path, _load_rgb, read_summary
 from .figures import comparison_bars, grouped_bars, head_grid, layer_progression, overlay_grid
 from .html import table, write_report
 from .manifest import RANDOM_WEIGHTS_STAMP, write_manifest
@@ -101,11 +102,13 @@ def run_report(config: StudyConfig, cache_dir: str | Path, results_dir: str | Pa
     from PIL import Image
 
     for j, i in enumerate(chosen):
-        rgb = Image.fromarray(_load_rgb(root, ids[i])).resize((size, size), Image.BILINEAR)
+        frame = cache.settings.get("orientation", "stored")  # the cached maps' frame
+        rgb = Image.fromarray(_load_rgb(root, ids[i], frame)).resize((size, size), Image.BILINEAR)
         images.append(np.asarray(rgb))
         maps_rows.append([heat[lbl][j] for lbl in labels])
         b = ann[ids[i]].boxes if ids[i] in ann else np.zeros((0, 4))
-        boxes.append(_boxes_px(b, size))
+        boxes.append(_boxes_px(orient_boxes(b, file_orientation(_image_path(root, ids[i]),
+                                                                frame)), size))
     png = overlay_grid(images, maps_rows, boxes, [ids[i] for i in chosen],
                        [f"{lbl} L{best[lbl]}" for lbl in labels], out / "overlays.png",
                        stamp=stamp, title="Attention at each model's best layer; green: "

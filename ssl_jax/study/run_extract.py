@@ -19,7 +19,8 @@ from .weights import resolve_model, source_stamp, warn_random
 def cache_settings(config: StudyConfig) -> dict[str, Any]:
     """The settings that decide the cached maps (a cache made with others is refused)."""
     return {"preprocess": config.preprocess, "input_size": config.input_size,
-            "cache_dtype": config.cache_dtype, "dataset": config.dataset}
+            "cache_dtype": config.cache_dtype, "dataset": config.dataset,
+            **({"orientation": config.orientation} if config.orientation != "stored" else {})}
 
 
 def run_extract(
@@ -75,7 +76,8 @@ def run_extract(
         weights[alias] = info
         bar = Progress(cache.num_images, f"extract {alias}", enabled=progress)
         stats, _ = extract_model(
-            cache, alias, model, lambda i: load_image_file(image_paths[i]), methods=methods,
+            cache, alias, model, lambda i: load_image_file(image_paths[i], config.orientation),
+            methods=methods,
             preprocess_mode=config.preprocess, input_size=config.input_size,
             batch_size=config.batch_size, cache_dtype=config.cache_dtype, mesh=mesh,
             progress=bar.update, stop_after_batches=stop_after_batches)

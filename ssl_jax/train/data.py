@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from ..data.images import open_rgb
 from ..models.spec import ModelSpec
 from .trainer import TrainData
 
@@ -34,11 +34,7 @@ def decode_images(paths: Sequence[Path], size: tuple[int, int], resample: int) -
     """(N, H, W, 3) uint8: each image converted to RGB and resized (squash) to `size`."""
     out = np.zeros((len(paths), size[0], size[1], 3), np.uint8)
     for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                out[i] = np.asarray(im.convert("RGB").resize((size[1], size[0]), resample))
-        except OSError as e:
-            raise ValueError(f"cannot read image {p}: {e}") from None
+        out[i] = np.asarray(open_rgb(p).resize((size[1], size[0]), resample))
     return out
 
 
