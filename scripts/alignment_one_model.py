@@ -12,11 +12,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from PIL import Image
 
 import ssl_jax
 from ssl_jax.attention import attention_map, to_heatmap
-from ssl_jax.data import load_annotations, sample_dataset, union_mask
+from ssl_jax.data import load_annotations, load_image, sample_dataset, union_mask
 from ssl_jax.metrics import alignment_metrics, gaussian_target
 from ssl_jax.stats import bootstrap_ci
 
@@ -36,7 +35,7 @@ if args.layers:  # a shallower model, e.g. for a quick check
     model = model.replace(spec=model.spec.replace(num_layers=args.layers),
                           params={**model.params, "blocks": jax.tree.map(
                               lambda a: a[: args.layers], model.params["blocks"])})
-images = [Image.open(root / "images" / i).convert("RGB") for i in ids]
+images = [load_image(root / "images" / i) for i in ids]  # every mode, EXIF warned
 pixels, _ = ssl_jax.preprocess(model, images, mode="squash", size=(224, 224))
 out = ssl_jax.forward(model, pixels, attentions="full")
 method = "cls" if out.layout.has_cls else "mean"
