@@ -215,3 +215,22 @@ def test_shift_layer_out_of_range_is_refused(stepped, tmp_path):
         line = _error_line(r)
         assert f"layer {layer} is out of range" in line and "2 layers" in line, line
         assert not out.exists()
+
+
+def test_resuming_a_diverged_checkpoint_is_refused(model_dir, tmp_path):
+    """A checkpoint holding NaN (written by an older version that trained on through a
+    divergence) is refused at resume instead of training on."""
+    out = tmp_path / "run"
+    assert _finetune(model_dir, out, "--max-steps", "1", "--save-every", "1").exit_code == 0
+    model = ssl_jax.load_model(model_dir)
+    _, (_, state, meta) = _latest(out, model)
+    state = jax.tree.map(lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                         state)
+    state["step"] = jnp.asarray(2, jnp.int32)
+    ck = RunCheckpoints(out)
+    try:
+        ck.save_latest(2, state, {**meta, "kind": "latest"})
+    finally:
+        ck.close()
+    line = _error_line(_finetune(model_dir, out, "--save-every", "1"))
+    assert "latest checkpoint (step 2) holds non-finite values" in line, line
