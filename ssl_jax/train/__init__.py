@@ -21,13 +21,15 @@ from .trainer import (
     FinetuneResult,
     TrainData,
     Trainer,
+    TrainingDivergedError,
     finetune,
     initial_trainable,
 )
 
 __all__ = [
     "STRATEGIES", "AugmentConfig", "FinetuneConfig", "FinetuneResult", "FinetunedClassifier",
-    "LoraConfig", "ProbeResult", "RunCheckpoints", "TrainData", "Trainer", "augment_one",
+    "LoraConfig", "ProbeResult", "RunCheckpoints", "TrainData", "Trainer",
+    "TrainingDivergedError", "augment_one",
     "batch_logits", "class_weights", "export_hf", "extract_features", "feature_kind",
     "features", "finetune", "init_head", "init_lora", "initial_trainable", "is_finetuned_run",
     "linear_probe", "load_classifier", "load_finetuned", "logits", "make_optimizer", "merge",

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..validate import RULES, cli_float_list, rule
+
 
 def _model(source: str, allow_random: bool, seed: int):
     from ..models import CheckpointError, load_model, random_model
@@ -35,35 +37,41 @@ def _size(input_size: int | None):
               help="Run folder (checkpoints, split, manifest). An existing run is resumed.")
 @click.option("--strategy", type=click.Choice(["full", "linear", "lora"]), default="full",
               show_default=True)
-@click.option("--epochs", default=3, show_default=True)
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--lr-backbone", type=float, default=None,
+@click.option("--epochs", default=3, show_default=True, callback=rule("epochs"))
+@click.option("--batch-size", default=16, show_default=True, callback=rule("batch_size"))
+@click.option("--lr-backbone", type=float, default=None, callback=rule("lr_backbone"),
               help="Backbone / adapter LR [default: 1e-5 full, 1e-4 lora].")
-@click.option("--lr-head", default=1e-3, show_default=True)
-@click.option("--weight-decay", default=0.01, show_default=True)
+@click.option("--lr-head", default=1e-3, show_default=True, callback=rule("lr_head"))
+@click.option("--weight-decay", default=0.01, show_default=True, callback=rule("weight_decay"))
 @click.option("--no-decay-norms-biases", is_flag=True,
               help="Weight decay on weight matrices only (spare norms, biases, tokens).")
-@click.option("--warmup-ratio", default=0.1, show_default=True)
-@click.option("--max-grad-norm", default=1.0, show_default=True)
+@click.option("--warmup-ratio", default=0.1, show_default=True, callback=rule("warmup_ratio"),
+              help="Fraction of the steps with a linear warmup (0 to 1).")
+@click.option("--max-grad-norm", default=1.0, show_default=True, callback=rule("max_grad_norm"),
+              help="Clip the global gradient norm to this (0: no clipping).")
 @click.option("--no-augment", is_flag=True)
 @click.option("--no-class-weights", is_flag=True)
-@click.option("--seed", default=42, show_default=True)
-@click.option("--lora-rank", default=8, show_default=True)
-@click.option("--lora-alpha", default=32.0, show_default=True)
-@click.option("--lora-dropout", default=0.1, show_default=True)
+@click.option("--seed", default=42, show_default=True, callback=rule("seed"))
+@click.option("--lora-rank", default=8, show_default=True, callback=rule("lora_rank"))
+@click.option("--lora-alpha", default=32.0, show_default=True, callback=rule("lora_alpha"))
+@click.option("--lora-dropout", default=0.1, show_default=True, callback=rule("lora_dropout"))
 @click.option("--lora-targets", default="q,v", show_default=True,
               help="Comma-separated: q, k, v, o, fc1, fc2.")
-@click.option("--input-size", type=int, default=None,
+@click.option("--input-size", type=int, default=None, callback=rule("input_size"),
               help="Square input side (patch multiple) [default: the model's].")
-@click.option("--val-fraction", default=0.2, show_default=True)
+@click.option("--val-fraction", default=0.2, show_default=True, callback=rule("val_fraction"))
 @click.option("--val-on-annotated-eval", is_flag=True,
               help="Exploratory (leaky) policy: validate on the annotated evaluation images.")
-@click.option("--save-every", default=0, show_default=True,
+@click.option("--save-every", default=0, show_default=True, callback=rule("save_every"),
               help="Also checkpoint every N steps (0: at epoch ends only).")
-@click.option("--max-steps", type=int, default=None,
-              help="Stop after this many global steps (resume later).")
+@click.option("--max-steps", type=int, default=None, callback=rule("max_steps"),
+              help="Stop once the run's global step (optimizer steps over all invocations) "
+                   "reaches N; continue with a larger --max-steps or without it. A run already "
+                   "at N does nothing and says so.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
-              help="When finished, export the best checkpoint as a Hugging Face folder here.")
+              help="When the run finishes (all epochs), export its best checkpoint as a Hugging "
+                   "Face folder here; a run stopped by --max-steps exports nothing yet and says "
+                   "so.")
 @click.option("--allow-random-weights", is_flag=True,
               help="If the checkpoint is unavailable, train a random-weight model (demo only).")
 def finetune(source, dataset, out, strategy, epochs, batch_size, lr_backbone, lr_head,
@@ -101,7 +109,18 @@ def finetune(source, dataset, out, strategy, epochs, batch_size, lr_backbone, lr
     res = run(model, data, config, out, stop_after_steps=max_steps, log=click.echo,
               split_artifact=split.to_dict())
     if not res.finished:
-        click.echo(f"stopped at step {res.steps}; run the same command again to resume")
+        total = res.total_steps
+        more = (f"to continue, run this command again with --max-steps greater than {res.steps} "
+                f"(the run has {total} steps) or without --max-steps")
+        if res.steps == res.start_step:
+            click.echo(f"{out}: the run is already at step {res.steps} of {total} "
+                       f"(--max-steps {max_steps}): nothing to do; {more}")
+        else:
+            click.echo(f"stopped at step {res.steps} of {total} (--max-steps {max_steps}); "
+                       f"{more}")
+        if export_dir:
+            click.echo(f"--export: nothing exported to {export_dir} yet; the best checkpoint is "
+                       f"exported when the run finishes (step {total})")
         return
     click.echo(f"done: {res.steps} steps, best val accuracy {res.best_val_accuracy:.4f} "
                f"(step {res.best_step}); run folder {out}")
@@ -113,10 +132,10 @@ def finetune(source, dataset, out, strategy, epochs, batch_size, lr_backbone, lr
 @click.command("probe")
 @click.option("--model", "source", required=True, help="Alias, hub id, checkpoint or run folder.")
 @click.option("--dataset", default="sample", show_default=True)
-@click.option("--input-size", type=int, default=None)
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--folds", default=5, show_default=True)
-@click.option("--seed", default=42, show_default=True)
+@click.option("--input-size", type=int, default=None, callback=rule("input_size"))
+@click.option("--batch-size", default=16, show_default=True, callback=rule("batch_size"))
+@click.option("--folds", default=5, show_default=True, callback=rule("folds"))
+@click.option("--seed", default=42, show_default=True, callback=rule("seed"))
 @click.option("--exclude-annotated", is_flag=True,
               help="Leave the annotated evaluation images out of the probe data.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
@@ -151,9 +170,11 @@ def probe(source, dataset, input_size, batch_size, folds, seed, exclude_annotate
     for row in res.cv_confusion_matrix:
         click.echo("  " + " ".join(f"{v:4d}" for v in row))
     if out:
+        from ..atomic import write_text_atomic
+
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps({"model": model.source, "dataset": str(dataset),
-                                         **res.to_json()}, indent=1))
+        write_text_atomic(out, json.dumps({"model": model.source, "dataset": str(dataset),
+                                           **res.to_json()}, indent=1))
 
 
 @click.command("shift")
@@ -162,12 +183,17 @@ def probe(source, dataset, input_size, batch_size, folds, seed, exclude_annotate
 @click.option("--dataset", default="sample", show_default=True,
               help="Dataset folder with the annotated images, or 'sample'.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
-@click.option("--layer", default=-1, show_default=True, help="Layer (negative: from the end).")
-@click.option("--size", default=224, show_default=True, help="Heatmap / mask side in pixels.")
-@click.option("--percentiles", default="90,50", show_default=True)
+@click.option("--layer", default=-1, show_default=True, callback=rule("layer"),
+              help="Layer (negative: from the end).")
+@click.option("--size", default=224, show_default=True, callback=rule("size"),
+              help="Heatmap / mask side in pixels.")
+@click.option("--percentiles", default="90,50", show_default=True,
+              callback=cli_float_list(RULES["percentile"]),
+              help="Comma-separated IoU percentiles, each in [0, 100].")
 @click.option("--no-emd", is_flag=True, help="Skip the (host-side) EMD metric.")
-@click.option("--resamples", default=10_000, show_default=True, help="Bootstrap resamples.")
-@click.option("--seed", default=42, show_default=True)
+@click.option("--resamples", default=10_000, show_default=True, callback=rule("resamples"),
+              help="Bootstrap resamples.")
+@click.option("--seed", default=42, show_default=True, callback=rule("seed"))
 @click.option("--no-figures", is_flag=True)
 def shift(runs, dataset, out, layer, size, percentiles, no_emd, resamples, seed, no_figures):
     """Frozen vs fine-tuned attention per annotated image: every metric, paired bootstrap CI,
@@ -175,8 +201,8 @@ def shift(runs, dataset, out, layer, size, percentiles, no_emd, resamples, seed,
     from .data import dataset_folder
     from .shift import shift as run
 
-    pct = tuple(float(p) for p in percentiles.split(",") if p.strip())
-    res = run(list(runs), dataset_folder(dataset), out, layer=layer, size=size, percentiles=pct,
+    res = run(list(runs), dataset_folder(dataset), out, layer=layer, size=size,
+              percentiles=percentiles,
               with_emd=not no_emd, n_resamples=resamples, seed=seed, figures=not no_figures,
               log=click.echo)
     if "warning" in res:

@@ -33,6 +33,18 @@ def default_method(spec: ModelSpec) -> str:
     return "cls" if spec.has_cls else "mean"
 
 
+def check_layer(layer: int, num_layers: int, where: str = "") -> int:
+    """`layer` as an index in [0, num_layers) (negative: from the end); any other value is an
+    OptionError — never wrapped around to some other layer."""
+    from ..validate import RULES, OptionError, check
+
+    check("layer", layer, RULES["layer"])
+    if not -num_layers <= layer < num_layers:
+        raise OptionError(f"layer {layer} is out of range for {where or 'a model'} with "
+                          f"{num_layers} layers (use {-num_layers}..{num_layers - 1})")
+    return layer % num_layers
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "layer", "method", "size"))
 def _heatmaps(params, pixels, *, spec: ModelSpec, layer: int, method: str, size: int):
     from ..attention.heatmap import to_heatmap
@@ -50,7 +62,7 @@ def heatmaps(model: Model, pixels: np.ndarray, *, layer: int = -1, method: str |
              size: int = 224, batch_size: int = 8) -> np.ndarray:
     """(N, size, size) min-max heatmaps of one layer, in fixed padded batches."""
     spec = model.spec
-    layer = layer % spec.num_layers
+    layer = check_layer(layer, spec.num_layers, model.source)
     method = method or default_method(spec)
     out = []
     for start in range(0, len(pixels), batch_size):
@@ -242,8 +254,16 @@ def shift(run_dirs: Sequence[str | Path], dataset_dir, out_dir: str | Path, *, l
     """Frozen vs fine-tuned attention for every run; writes shift.json, shift.csv, figures."""
     from ..data import load_dataset
     from ..study.evaluate import _write_csv
-    from .checkpoint import write_json
+    from ..validate import RULES, check, check_all
+    from .checkpoint import read_run, write_json
 
+    # every setting checked before any work or file: layer against each run's model
+    check("size", size, RULES["size"])
+    percentiles = check_all("percentiles", percentiles, RULES["percentile"])
+    check("n_resamples", n_resamples, RULES["resamples"])
+    check("seed", seed, RULES["seed"])
+    for r in run_dirs:
+        check_layer(layer, int(read_run(r)["spec"]["num_layers"]), str(r))
     ds = load_dataset(dataset_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,9 +27,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ..errors import UserError
 from ..models.convert import CheckpointError
 from ..models.model import Model
 from ..models.spec import ModelSpec
+from ..validate import RULES, OptionError, check
 from .augment import AugmentConfig, prepare_batch
 from .checkpoint import (
     RUN_FILE,
@@ -71,11 +73,18 @@ class FinetuneConfig:
     save_every: int = 0  # also save `latest` every N steps (0: at epoch ends only)
 
     def __post_init__(self):
+        """Every setting checked by its rule in `ssl_jax.validate.RULES` (the CLI applies the
+        same rules to the options): NaN, inf, negative or zero where meaningless refused."""
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got "
-                             f"{self.strategy!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+            raise OptionError(f"strategy must be one of {', '.join(STRATEGIES)}, got "
+                              f"{self.strategy!r}")
+        for name in ("epochs", "batch_size", "lr_head", "weight_decay", "warmup_ratio",
+                     "seed", "save_every"):
+            check(name, getattr(self, name), RULES[name])
+        check("lr_backbone", self.lr_backbone, RULES["lr_backbone"], allow_none=True)
+        check("max_grad_norm", self.max_grad_norm, RULES["max_grad_norm"], allow_none=True)
+        for name in ("rank", "alpha", "dropout"):
+            check(f"lora.{name}", getattr(self.lora, name), RULES[f"lora_{name}"])
 
     @property
     def backbone_lr(self) -> float:
@@ -214,8 +223,15 @@ def train_step(state, frozen, images, labels, mask, weights, step_root, *, plan:
     trainable = optax.apply_updates(state["trainable"], updates)
     m = mask.astype(jnp.float32)
     correct = jnp.sum((jnp.argmax(logits, -1) == labels) * m)
-    metrics = {"loss": loss, "correct": correct, "count": jnp.sum(m),
-               "grad_norm": optax.global_norm(grads)}
+    grad_norm = optax.global_norm(grads)
+    finite_params = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                       for x in jax.tree.leaves(trainable)]))
+    # bit 0: loss, bit 1: gradient norm, bit 2: updated parameters not finite (read by the
+    # host with the loss it fetches anyway: no extra sync)
+    nonfinite = (jnp.int32(1) * ~jnp.isfinite(loss) + jnp.int32(2) * ~jnp.isfinite(grad_norm)
+                 + jnp.int32(4) * ~finite_params)
+    metrics = {"loss": loss, "correct": correct, "count": jnp.sum(m), "grad_norm": grad_norm,
+               "nonfinite": nonfinite}
     return {"step": state["step"] + 1, "trainable": trainable, "opt_state": opt_state}, metrics
 
 
@@ -290,15 +306,36 @@ def epoch_order(shuffle_key: jax.Array, epoch: int, n: int) -> np.ndarray:
     return np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n))
 
 
+class TrainingDivergedError(UserError):
+    """Training produced a non-finite loss, gradient norm or parameter (usually too high a
+    learning rate); the run stopped before saving anything from that step."""
+
+
+_NONFINITE = ((1, "loss"), (2, "grad norm"), (4, "params"))
+
+
+def _diverged(code: int, step: int, total: int, loss: float, grad_norm: float, run_dir: Path,
+              good_step: int | None) -> TrainingDivergedError:
+    what = [name for bit, name in _NONFINITE if code & bit]
+    kept = (f"the last good checkpoint (step {good_step}) in {run_dir / 'checkpoints' / 'latest'}"
+            " is untouched" if good_step is not None else "no checkpoint had been saved yet")
+    return TrainingDivergedError(
+        f"training diverged at step {step} of {total}: {' and '.join(what)} became non-finite "
+        f"(loss {loss:g}, grad norm {grad_norm:g}); stopped without saving it, {kept}; lower "
+        "--lr-head / --lr-backbone (or raise --warmup-ratio) and use a new --out folder")
+
+
 @dataclass
 class FinetuneResult:
     run_dir: Path
     history: list[dict]
     best_val_accuracy: float
     best_step: int | None
-    steps: int
+    steps: int  # global step reached (optimizer steps done, over every invocation)
     state: dict
     finished: bool
+    start_step: int = 0  # global step this invocation started (resumed) from
+    total_steps: int = 0  # steps of the whole run (epochs x steps per epoch)
 
 
 def finetune(model: Model, data: TrainData, config: FinetuneConfig, run_dir: str | Path, *,
@@ -309,18 +346,23 @@ def finetune(model: Model, data: TrainData, config: FinetuneConfig, run_dir: str
     """Train `model` on `data` under `config`, checkpointing into `run_dir`.
 
     An existing run in `run_dir` is resumed from its latest checkpoint (it must have the same
-    model, data split and settings, else CheckpointError). stop_after_steps: stop cleanly after
-    that many global steps (for tests and time-boxed runs); call again to continue.
+    model, data split and settings, else CheckpointError). stop_after_steps: stop cleanly once
+    the run's global step (optimizer steps over every invocation) reaches it — for tests and
+    time-boxed runs; call again with a larger value, or None, to continue. A run already at
+    or past it does nothing (result.steps == result.start_step).
+
+    A step whose loss, gradient norm or updated parameters are not finite raises
+    TrainingDivergedError naming the step; nothing of that step is saved.
     """
     t_start = time.perf_counter()
+    check("stop_after_steps", stop_after_steps, RULES["max_steps"], allow_none=True)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     spec = model.spec
     n_classes = len(data.class_names)
     bs = config.batch_size
     n_dev = (mesh.devices.size if mesh is not None else len(jax.local_devices()))
     if bs % n_dev:
-        raise ValueError(f"batch size {bs} must be a multiple of the {n_dev} local devices")
+        raise OptionError(f"batch size {bs} must be a multiple of the {n_dev} local devices")
     input_hw = tuple(data.train_images.shape[1:3])
     spec.layout(*input_hw)  # patch multiple check
     steps_per_epoch = math.ceil(len(data.train_images) / bs)
@@ -341,6 +383,7 @@ def finetune(model: Model, data: TrainData, config: FinetuneConfig, run_dir: str
                   "augment_and_dropout": "fold_in(key(seed), 2), step"},
         **(extra_record or {}),
     }
+    run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / RUN_FILE).exists():
         if not resume:
             raise CheckpointError(f"{run_dir}: already holds a run (resume it, or pick a new "
@@ -365,10 +408,15 @@ def finetune(model: Model, data: TrainData, config: FinetuneConfig, run_dir: str
         got = ckpts.restore("latest", state) if resume else None
         if got is not None:
             step0, state, saved = got
+            if not all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state)):
+                raise TrainingDivergedError(
+                    f"{run_dir / 'checkpoints' / 'latest' / str(step0)}: the latest checkpoint "
+                    f"(step {step0}) holds non-finite values (a run that diverged); it cannot "
+                    "be resumed — start again in a new --out folder with lower learning rates")
             meta.update({k: saved[k] for k in meta if k in saved})
             log(f"resumed {run_dir} at step {step0}/{total}")
         state = trainer.place(state)
-        step = int(state["step"])
+        step = start_step = int(state["step"])
         timings = {"steps_s": 0.0, "eval_s": 0.0, "first_step_s": 0.0}
         while step < total:
             if stop_after_steps is not None and step >= stop_after_steps:
@@ -381,10 +429,14 @@ def finetune(model: Model, data: TrainData, config: FinetuneConfig, run_dir: str
             t0 = time.perf_counter()
             state, m = trainer.train_step(state, frozen, data.train_images[idx],
                                           data.train_labels[idx].astype(np.int32), mask, k_step)
+            m = jax.device_get(m)  # one host transfer of the step's scalars
             loss = float(m["loss"])
             dt = time.perf_counter() - t0
             timings["first_step_s" if step == 0 else "steps_s"] += dt
             step += 1
+            if int(m["nonfinite"]):
+                raise _diverged(int(m["nonfinite"]), step, total, loss, float(m["grad_norm"]),
+                                run_dir, ckpts.latest.latest_step())
             meta["losses"].append(loss)
             meta["epoch_loss_sum"] += loss
             meta["epoch_correct"] += float(m["correct"])
@@ -392,6 +444,13 @@ def finetune(model: Model, data: TrainData, config: FinetuneConfig, run_dir: str
             if b == steps_per_epoch - 1:  # epoch end: evaluate, then save best and latest
                 t1 = time.perf_counter()
                 val = evaluate(trainer, state["trainable"], frozen, data, bs)
+                if not np.isfinite(val["val_loss"]) and len(data.val_images):
+                    raise TrainingDivergedError(
+                        f"training diverged at step {step} of {total}: the validation loss "
+                        f"became non-finite ({val['val_loss']:g}; the parameters are finite "
+                        "but overflow in the forward); stopped without saving it, last good "
+                        f"checkpoint: step {ckpts.latest.latest_step()}; lower the learning "
+                        "rates")
                 timings["eval_s"] += time.perf_counter() - t1
                 entry = {"epoch": epoch + 1, "step": step,
                          "train_loss": meta["epoch_loss_sum"] / steps_per_epoch,
@@ -415,7 +474,7 @@ def finetune(model: Model, data: TrainData, config: FinetuneConfig, run_dir: str
     if finished:
         _write_manifest(run_dir, record, meta, timings, time.perf_counter() - t_start, step)
     return FinetuneResult(run_dir, meta["history"], meta["best_val_accuracy"], meta["best_step"],
-                          step, state, finished)
+                          step, state, finished, start_step, total)
 
 
 def evaluate(trainer: Trainer, trainable, frozen, data: TrainData, batch_size: int) -> dict:
