@@ -264,7 +264,7 @@ def test_failed_first_extract_leaves_nothing_that_blocks_the_corrected_run(study
     cache = tmp_path / "c"
     cache.mkdir()
     bad = cfg.replace(input_size=112, weights={"dinov2": str(tmp_path / "no_such_ckpt")})
-    with pytest.raises(UserError, match="no weights for 'dinov2'"):
+    with pytest.raises(ValueError, match="no weights for 'dinov2'"):
         run_extract(bad, cache, ids, paths, **QUIET)
     assert list(cache.iterdir()) == []
     run_extract(cfg, cache, ids, paths, **QUIET)

@@ -9,6 +9,7 @@ the reduced size is stated in every output that uses it.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -55,7 +56,8 @@ from .progress import Progress
 HEAD_SIZE = 56
 
 
-def _metrics_fn(percentiles, tolerance):
+@functools.lru_cache(maxsize=8)
+def _metrics_fn(percentiles, tolerance):  # one compiled function per setting per process
     return jax.jit(lambda m, g, t: alignment_metrics(m, g, t, percentiles, tolerance))
 
 
