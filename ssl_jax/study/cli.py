@@ -102,16 +102,26 @@ def _results_dir(path: str) -> Path:
               help="Map cache written by `ssl-jax extract`.")
 @click.option("--out", "out_dir", default="runs/results", show_default=True,
               help="Folder for the metric tables (CSV) and per-image arrays.")
+@click.option("--methods", multiple=True, default=None,
+              help="Map methods to score (repeat or comma-separate). Default: the config's.")
+@click.option("--partial", is_flag=True, default=False,
+              help="Score what the cache holds when images are missing (they are counted "
+                   "as n_missing in every table and listed in the manifest and report); "
+                   "without it an incomplete cache is refused.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
-def evaluate(config, dataset, models, allow_random_weights, cache_dir, out_dir, progress):
+def evaluate(config, dataset, models, allow_random_weights, cache_dir, out_dir, methods,
+             partial, progress):
     """Score every cached map against the expert boxes (IoU at each percentile, coverage,
     pointing game, MSE and KL to Gaussian targets) plus baselines, with bootstrap CIs."""
     from .evaluate import run_evaluate
 
-    cfg = _config(config, dataset=dataset, models=models or None,
+    cfg = _config(config, dataset=dataset, models=models or None, methods=methods or None,
                   allow_random_weights=allow_random_weights)
-    m = run_evaluate(cfg, cache_dir, _results_dir(out_dir), progress=progress)
+    m = run_evaluate(cfg, cache_dir, _results_dir(out_dir), partial=partial,
+                     progress=progress)
     click.echo(f"tables in {out_dir} ({m['timings_s']['total']:.1f}s)")
+    if m.get("partial"):
+        click.echo(f"WARNING: {m['warning_partial']}", err=True)
 
 
 @click.command("compare")

@@ -13,16 +13,18 @@ from typing import Any
 import jax
 import numpy as np
 
+from ..errors import UserError
 from ..stats import bootstrap_ci, holm, paired_comparison
 from .config import StudyConfig
 from .evaluate import _write_csv
 from .manifest import write_manifest
+from .outdir import COMPARE_FILES, EVALUATE_FILES, REPORT_FOLDER, staged_folder
 
 
 def _load(results: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     npz, best = results / "per_image_metrics.npz", results / "best_layers.json"
     if not npz.exists() or not best.exists():
-        raise ValueError(f"{results} has no evaluation results; run `ssl-jax evaluate` first")
+        raise UserError(f"{results} has no evaluation results; run `ssl-jax evaluate` first")
     with np.load(npz) as f:
         arrays = {k: f[k] for k in f.files}
     return arrays, json.loads(best.read_text())
@@ -67,30 +69,46 @@ def run_compare(config: StudyConfig, results_dir: str | Path, *,
     families["vs_baselines"] = [(m, f"baseline/{b}") for m in sorted(model_labels)
                                 for b in baselines]
 
+    def absent(label: str) -> np.ndarray:
+        key = f"missing/{label}"
+        return arrays[key].astype(bool) if key in arrays else np.zeros(n_img, bool)
+
+    n_img = len(arrays["image_ids"])
     rows: list[dict[str, Any]] = []
     for metric in metrics:
         for family, pairs in families.items():
             if not pairs:
                 continue
+            # a pair with a NaN side (degenerate or missing map) is dropped from the test
+            # and from the bootstrap of the mean difference, and counted
             results_f = [paired_comparison(values(a, metric), values(b, metric), test)
                          for a, b in pairs]
             diffs = np.stack([values(a, metric) - values(b, metric) for a, b in pairs])
+            gone = [absent(a) | absent(b) for a, b in pairs]
             mean, lo, hi = bootstrap_ci(diffs, jax.random.fold_in(key, len(rows)),
                                         n_resamples=config.n_bootstrap)
             adjusted = holm([r.p_value for r in results_f])
-            for (a, b), r, p_adj, mu, l_, h_ in zip(pairs, results_f, adjusted, mean, lo, hi,
-                                                     strict=True):
+            for (a, b), r, p_adj, mu, l_, h_, d, g in zip(pairs, results_f, adjusted, mean, lo,
+                                                           hi, diffs, gone, strict=True):
                 rows.append({"metric": metric, "family": family, "a": a, "b": b,
                              "layer_a": best.get(a, -1), "layer_b": best.get(b, -1),
                              "mean_diff": float(mu), "ci_lo": float(l_), "ci_hi": float(h_),
                              "test": r.test, "statistic": r.statistic, "p": r.p_value,
                              "p_holm": float(p_adj), "significant": bool(p_adj < 0.05),
                              "d_z": r.effect_dz, "n": r.n,
+                             "n_degenerate": int((~np.isfinite(d) & ~g).sum()),
+                             "n_missing": int(g.sum()),
                              "holm_family": f"{metric}/{family} ({len(pairs)} tests)"})
-    _write_csv(results / "compare.csv", rows)
-    weights = json.loads((results / "evaluate_manifest.json").read_text()).get("weights", {})
-    return write_manifest(results / "compare_manifest.json", command="compare",
-                          config=config.to_dict(), weights=weights,
-                          seeds={"bootstrap": config.seed + 1},
-                          timings={"total": time.perf_counter() - t0},
-                          extra={"tests": len(rows), "best_layers": best})
+    ev = json.loads((results / "evaluate_manifest.json").read_text())
+    # the results folder is rewritten as a unit: evaluate's files carried over, compare's
+    # new, a report made from the old comparison dropped
+    with staged_folder(results, keep=EVALUATE_FILES,
+                       owned=(*COMPARE_FILES, REPORT_FOLDER)) as stage:
+        _write_csv(stage / "compare.csv", rows)
+        return write_manifest(stage / "compare_manifest.json", command="compare",
+                              config=config.to_dict(), weights=ev.get("weights", {}),
+                              seeds={"bootstrap": config.seed + 1},
+                              timings={"total": time.perf_counter() - t0},
+                              extra={"tests": len(rows), "best_layers": best,
+                                     "partial": bool(ev.get("partial")),
+                                     "missing": ev.get("missing", {})})

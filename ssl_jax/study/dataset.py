@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -20,7 +22,7 @@ def dataset_root(dataset: str) -> Path:
         return Path(sample_dataset())
     root = Path(dataset)
     if not root.is_dir():
-        raise ValueError(f"dataset folder {root} does not exist (download it with "
+        raise UserError(f"dataset folder {root} does not exist (download it with "
                          "`ssl-jax download`, or use --dataset sample)")
     return root
 
@@ -31,21 +33,23 @@ def study_images(dataset: str) -> tuple[list[str], list[Path]]:
     root = dataset_root(dataset)
     folder = root / "images"
     if not folder.is_dir():
-        raise ValueError(f"dataset {root} has no images/ folder")
+        raise UserError(f"dataset {root} has no images/ folder")
     parts = root / "building_parts.json"
     if parts.exists():
         from ..data import load_annotations
 
         ids = sorted(load_annotations(parts))
+        if not ids:
+            raise UserError(f"{parts} annotates no image: nothing to extract or evaluate")
         paths = []
         for i in ids:
             found = [p for p in image_candidates(folder, i) if p.exists()]
             if not found:
-                raise ValueError(f"image {i} is annotated in {parts} but its file is not in "
+                raise UserError(f"image {i} is annotated in {parts} but its file is not in "
                                  f"{folder}")
             paths.append(found[0])
         return ids, paths
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return [p.stem for p in paths], paths

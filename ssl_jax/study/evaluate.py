@@ -9,6 +9,7 @@ the reduced size is stated in every output that uses it.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -36,17 +37,27 @@ from ..metrics import (
     threshold_masks,
 )
 from ..metrics.alignment import coverage
+from ..models.spec import bundled_spec
 from ..stats import bootstrap_ci
-from .cache import open_existing, write_json_atomic
+from .cache import (
+    IncompleteCacheError,
+    MapCache,
+    describe_missing,
+    open_existing,
+    write_json_atomic,
+)
 from .config import StudyConfig
 from .dataset import dataset_root
+from .extract import applicable_methods
 from .manifest import write_manifest
+from .outdir import COMPARE_FILES, EVALUATE_FILES, REPORT_FOLDER, staged_folder
 from .progress import Progress
 
 HEAD_SIZE = 56
 
 
-def _metrics_fn(percentiles, tolerance):
+@functools.lru_cache(maxsize=8)
+def _metrics_fn(percentiles, tolerance):  # one compiled function per setting per process
     return jax.jit(lambda m, g, t: alignment_metrics(m, g, t, percentiles, tolerance))
 
 
@@ -72,24 +83,89 @@ def ground_truth(ann: BuildingParts, image_ids: list[str], size: int,
     stored image, or turned by each image's EXIF `orientations`: `orient_stack`)."""
     missing = [i for i in image_ids if i not in ann.images]
     if missing:
-        raise ValueError(f"{len(missing)} cached image(s) have no annotation, e.g. {missing[0]}")
+        raise UserError(f"{len(missing)} cached image(s) have no annotation, e.g. {missing[0]}")
     masks = np.stack([union_mask(ann.images[i].boxes, (size, size)) for i in image_ids])
     targets = np.stack([gaussian_target(ann.images[i].boxes, size, size) for i in image_ids])
     return orient_stack(masks, orientations), orient_stack(targets, orientations)
 
 
+def _nanmean(x: np.ndarray, axis=None) -> np.ndarray:
+    """Mean of the finite values (NaN where there is none), without numpy's warning."""
+    x = np.asarray(x, np.float64)
+    ok = np.isfinite(x)
+    n = ok.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(ok, x, 0.0).sum(axis=axis) / np.maximum(n, 1), np.nan)
+
+
+def _counts(values: np.ndarray, missing: np.ndarray) -> dict[str, int]:
+    """The n columns of an aggregate over images (leading axis of `values`): n (finite
+    values used), n_degenerate (a present map whose metric is NaN: a degenerate map,
+    ssl_jax.metrics), n_missing (not in the cache; only with --partial)."""
+    finite = np.isfinite(values)
+    return {"n": int(finite.sum()), "n_degenerate": int((~finite & ~missing).sum()),
+            "n_missing": int(missing.sum())}
+
+
+def required_maps(config: StudyConfig) -> list[tuple[str, str]]:
+    """Every (model, method) a study's config asks for (methods a model lacks excluded)."""
+    return [(m, meth) for m in config.models
+            for meth in applicable_methods(bundled_spec(m), config.methods)]
+
+
 def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path, *,
-                 progress: bool | None = None, log: Callable[[str], None] = print) -> dict:
+                 partial: bool = False, progress: bool | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Score the maps of every (model, method) of `config` in the cache.
+
+    The cache must hold every image of every one of them (IncompleteCacheError naming what
+    is missing otherwise); with `partial`, what exists is scored, the missing images are NaN
+    in the per-image arrays, excluded from every aggregate and counted (n_missing) in every
+    table, and the manifest lists them. The cache is opened read-only. The results folder is
+    written as a unit (ssl_jax.study.outdir): a failure leaves the previous one whole.
+    """
     t_start = time.perf_counter()
     if config.preprocess != "squash":
-        raise ValueError("evaluate supports squash preprocessing (SPEC decision 1): boxes and "
-                         "maps then share the image frame")
-    cache = open_existing(cache_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+        raise UserError("evaluate supports squash preprocessing (SPEC decision 1): boxes and "
+                        "maps then share the image frame")
+    cache = open_existing(cache_dir, read_only=True)
+    ids = cache.image_ids
+    jobs = required_maps(config)
+    have = {job: cache.complete(*job) for job in jobs}
+    gaps = {job: ~c for job, c in have.items() if not c.all()}
+    if gaps and not partial:
+        raise IncompleteCacheError(
+            f"cache {cache_dir} is incomplete: {describe_missing(cache, gaps)}; run "
+            "`ssl-jax extract` with the same config to finish it, or pass --partial to "
+            "evaluate what exists (stated in every output)")
+    jobs = [job for job in jobs if have[job].any()]
+    if not jobs:
+        raise IncompleteCacheError(f"cache {cache_dir} holds no complete map of "
+                                   f"{', '.join(config.models)}; run `ssl-jax extract`")
+    if gaps:
+        log(f"PARTIAL evaluation: {describe_missing(cache, gaps)} not in the cache")
+    models = sorted({m for m, _ in jobs})
+    weights = {m: cache.model_info(m) or {} for m in models}
+    with staged_folder(out_dir, owned=EVALUATE_FILES + COMPARE_FILES + (REPORT_FOLDER,)) \
+            as stage:
+        extra = _evaluate(config, cache, jobs, have, gaps, stage, progress)
+        # the manifest is part of the unit: it describes exactly the tables beside it
+        return write_manifest(stage / "evaluate_manifest.json", command="evaluate",
+                              config=config.to_dict(), weights=weights,
+                              seeds={"baselines_and_bootstrap": config.seed},
+                              timings={"total": time.perf_counter() - t_start},
+                              extra={"cache": str(cache_dir), "num_images": len(ids),
+                                     "head_metrics_size": HEAD_SIZE, **extra})
+
+
+def _evaluate(config: StudyConfig, cache: MapCache, jobs: list[tuple[str, str]],
+              have: dict[tuple[str, str], np.ndarray],
+              gaps: dict[tuple[str, str], np.ndarray], out: Path,
+              progress: bool | None) -> dict[str, Any]:
     root = dataset_root(config.dataset)
     ann = load_building_parts(root / "building_parts.json", clamp=config.clamp)
     ids = cache.image_ids
+    n_img = len(ids)
     size = config.heatmap_size
     turns = _orientations(root, ids, config.orientation, cache.settings)
     masks, targets = ground_truth(ann, ids, size, turns)
@@ -98,30 +174,39 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
     percentiles = tuple(config.percentiles)
     metric_fn = _metrics_fn(percentiles, config.pointing_tolerance)
     gt_j, tg_j = jnp.asarray(masks), jnp.asarray(targets)
+    missing = {job: ~have[job] for job in jobs}
+
+    def scatter(parts: list[np.ndarray], idx: np.ndarray) -> np.ndarray:
+        """Rows of the complete images `idx` → (num_images, ...), NaN where missing."""
+        vals = np.concatenate(parts)
+        full = np.full((n_img, *vals.shape[1:]), np.nan, np.float32)
+        full[idx] = vals
+        return full
 
     per_image: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (model, method) → (I, L)
     heads: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # → (I, L, H)
-    models = [m for m in config.models if cache.methods(m)]
-    jobs = [(m, meth) for m in models for meth in cache.methods(m)]
     bar = Progress(len(jobs), "evaluate", enabled=progress)
     chunk = 4
     for model, method in jobs:
-        maps = cache.read(model, method)
+        idx = np.flatnonzero(have[(model, method)])
+        maps = cache.read(model, method, indices=idx)
         if method.endswith("_heads"):
             small_gt = jnp.asarray(orient_stack(np.stack([union_mask(
-                ann.images[i].boxes, (HEAD_SIZE, HEAD_SIZE)) for i in ids]), turns))
+                ann.images[ids[i]].boxes, (HEAD_SIZE, HEAD_SIZE)) for i in idx]),
+                [turns[i] for i in idx]))
             vals = [_heads_metrics(to_heatmap(jnp.asarray(maps[s:s + chunk]),
                                               (HEAD_SIZE, HEAD_SIZE)),
                                    small_gt[s:s + chunk, None, None])
-                    for s in range(0, len(ids), chunk)]
-            heads[(model, method)] = {"iou@90": np.concatenate([np.asarray(v[0]) for v in vals]),
-                                      "coverage": np.concatenate([np.asarray(v[1])
-                                                                  for v in vals])}
+                    for s in range(0, idx.size, chunk)]
+            heads[(model, method)] = {
+                "iou@90": scatter([np.asarray(v[0]) for v in vals], idx),
+                "coverage": scatter([np.asarray(v[1]) for v in vals], idx)}
         else:
+            gi, ti = gt_j[idx], tg_j[idx]
             parts = [metric_fn(to_heatmap(jnp.asarray(maps[s:s + chunk]), (size, size)),
-                               gt_j[s:s + chunk], tg_j[s:s + chunk])
-                     for s in range(0, len(ids), chunk)]
-            per_image[(model, method)] = {k: np.concatenate([np.asarray(p[k]) for p in parts])
+                               gi[s:s + chunk], ti[s:s + chunk])
+                     for s in range(0, idx.size, chunk)]
+            per_image[(model, method)] = {k: scatter([np.asarray(p[k]) for p in parts], idx)
                                           for k in parts[0]}
         bar.update()
     bar.close()
@@ -129,55 +214,65 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
     # baselines: same metrics on maps that ignore the model
     key = jax.random.key(config.seed)
     base_maps = {"center_gaussian": np.broadcast_to(center_gaussian(size, size),
-                                                    (len(ids), size, size)),
+                                                    (n_img, size, size)),
                  "saliency_prior": np.broadcast_to(saliency_prior(size, size),
-                                                   (len(ids), size, size)),
+                                                   (n_img, size, size)),
                  "sobel_edges": np.stack([sobel_edges(_load_rgb(root, i, config.orientation),
                                                       size, size) for i in ids])}
     baselines = {name: {k: np.asarray(v) for k, v in metric_fn(jnp.asarray(m), gt_j,
                                                                tg_j).items()}
                  for name, m in base_maps.items()}
     rand = []
-    for s in range(0, len(ids), chunk):
-        r = random_maps(jax.random.fold_in(key, s), min(chunk, len(ids) - s),
+    for s in range(0, n_img, chunk):
+        r = random_maps(jax.random.fold_in(key, s), min(chunk, n_img - s),
                         config.n_random_trials, size, size)
-        rand.append({k: np.asarray(v).mean(axis=1) for k, v in
+        rand.append({k: _nanmean(np.asarray(v), axis=1) for k, v in
                      metric_fn(r, gt_j[s:s + chunk], tg_j[s:s + chunk]).items()})
     baselines["random"] = {k: np.concatenate([r[k] for r in rand]) for k in rand[0]}
+    none_missing = np.zeros(n_img, bool)
 
-    # summary with bootstrap CIs: every (model, method, layer, metric) row in one call
+    # summary with bootstrap CIs: every (model, method, layer, metric) row in one call; NaN
+    # (degenerate or missing maps) is left out of each row's mean and resamples
     metric_names = [k for k in next(iter(per_image.values())) if k != "annotation_area"] \
-        if per_image else []
-    rows_meta, rows_vals = [], []
+        if per_image else [k for k in next(iter(baselines.values())) if k != "annotation_area"]
+    rows_meta, rows_vals, rows_miss = [], [], []
     for (model, method), vals in per_image.items():
         for layer in range(vals[metric_names[0]].shape[1]):
             for metric in metric_names:
                 rows_meta.append((model, method, layer, metric))
                 rows_vals.append(vals[metric][:, layer])
+                rows_miss.append(missing[(model, method)])
     for name, vals in baselines.items():
         for metric in metric_names:
             rows_meta.append(("baseline", name, -1, metric))
             rows_vals.append(vals[metric])
+            rows_miss.append(none_missing)
     boot_key = jax.random.fold_in(key, 10_000)
     mean, lo, hi = bootstrap_ci(np.stack(rows_vals), boot_key, n_resamples=config.n_bootstrap)
     summary = [{"model": m, "method": meth, "layer": layer, "metric": metric,
-                "mean": float(mu), "ci_lo": float(a), "ci_hi": float(b), "n": len(ids)}
-               for (m, meth, layer, metric), mu, a, b in zip(rows_meta, mean, lo, hi,
-                                                             strict=True)]
+                "mean": float(mu), "ci_lo": float(a), "ci_hi": float(b), **_counts(v, miss)}
+               for (m, meth, layer, metric), mu, a, b, v, miss
+               in zip(rows_meta, mean, lo, hi, rows_vals, rows_miss, strict=True)]
 
-    # per-image table (long in images, wide in metrics)
+    # per-image table (long in images, wide in metrics); NaN stays NaN
     image_rows = []
     for (model, method), vals in per_image.items():
+        miss = missing[(model, method)]
         for layer in range(vals[metric_names[0]].shape[1]):
+            bad = np.zeros(n_img, bool)
+            for k in metric_names:
+                bad |= ~np.isfinite(vals[k][:, layer])
             for i, image_id in enumerate(ids):
                 row = {"model": model, "method": method, "layer": layer,
                        "image_id": image_id,
-                       "style": STYLE_NAMES[styles[i]] if styles[i] >= 0 else ""}
+                       "style": STYLE_NAMES[styles[i]] if styles[i] >= 0 else "",
+                       "status": "missing" if miss[i] else "degenerate" if bad[i] else "ok"}
                 row.update({k: float(vals[k][i, layer]) for k in metric_names})
                 image_rows.append(row)
     head_rows = [{"model": model, "method": method, "layer": layer, "head": h,
-                  "iou@90": float(v["iou@90"][:, layer, h].mean()),
-                  "coverage": float(v["coverage"][:, layer, h].mean()), "size": HEAD_SIZE}
+                  "iou@90": float(_nanmean(v["iou@90"][:, layer, h])),
+                  "coverage": float(_nanmean(v["coverage"][:, layer, h])), "size": HEAD_SIZE,
+                  **_counts(v["iou@90"][:, layer, h], missing[(model, method)])}
                  for (model, method), v in heads.items()
                  for layer in range(v["iou@90"].shape[1]) for h in range(v["iou@90"].shape[2])]
 
@@ -185,29 +280,46 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
     style_rows, feature_rows = [], []
     for (model, method), layer in best.items():
         vals = per_image[(model, method)]
+        miss = missing[(model, method)]
         for s, name in enumerate(STYLE_NAMES):
             sel = styles == s
             if sel.any():
                 style_rows.append({"model": model, "method": method, "layer": layer,
-                                   "style": name, "n": int(sel.sum()),
-                                   **{k: float(vals[k][sel, layer].mean())
+                                   "style": name,
+                                   **_counts(vals["iou@90"][sel, layer], miss[sel]),
+                                   **{k: float(_nanmean(vals[k][sel, layer]))
                                       for k in ("iou@90", "coverage", "pointing")}})
-        heat = to_heatmap(jnp.asarray(cache.read(model, method)[:, layer]), (size, size))
-        top = np.asarray(threshold_masks(heat, (90,)))[:, 0]  # (I, S, S)
+        # per-box IoU: only images whose map is present and not degenerate
+        usable = np.isfinite(vals["iou@90"][:, layer])
+        use = np.flatnonzero(usable)
+        top = np.zeros((n_img, size, size), bool)
+        if use.size:
+            heat = to_heatmap(jnp.asarray(cache.read(model, method, indices=use)[:, layer]),
+                              (size, size))
+            top[use] = np.asarray(threshold_masks(heat, (90,)))[:, 0]
         per_feature: dict[int, list[float]] = {}
+        excluded: dict[int, dict[str, int]] = {}
         for i, image_id in enumerate(ids):
             a = ann.images[image_id]
             if a.num_boxes == 0:
+                continue
+            if not usable[i]:
+                why = "n_missing" if miss[i] else "n_degenerate"
+                for label in set(int(x) for x in a.labels):
+                    excluded.setdefault(label, {"n_degenerate": 0, "n_missing": 0})[why] += 1
                 continue
             bm = orient_array(rasterize(a.boxes, (size, size)), turns[i])
             inter = (bm & top[i]).sum((1, 2))
             union = (bm | top[i]).sum((1, 2))
             for label, iou in zip(a.labels, inter / np.maximum(union, 1), strict=True):
                 per_feature.setdefault(int(label), []).append(float(iou))
-        for label, v in sorted(per_feature.items()):
+        for label in sorted(set(per_feature) | set(excluded)):
+            v = per_feature.get(label, [])
             feature_rows.append({"model": model, "method": method, "layer": layer,
                                  "feature": _feature_name(ann, label), "label": label,
-                                 "n_boxes": len(v), "box_iou@90": float(np.mean(v))})
+                                 "n_boxes": len(v),
+                                 "box_iou@90": float(np.mean(v)) if v else float("nan"),
+                                 **excluded.get(label, {"n_degenerate": 0, "n_missing": 0})})
 
     _write_csv(out / "summary.csv", summary)
     _write_csv(out / "per_image.csv", image_rows)
@@ -219,17 +331,18 @@ def run_evaluate(config: StudyConfig, cache_dir: str | Path, out_dir: str | Path
               for k, v in vals.items()}
     arrays.update({f"baseline/{b}/{k}": v for b, vals in baselines.items()
                    for k, v in vals.items()})
+    arrays.update({f"missing/{m}/{meth}": miss for (m, meth), miss in missing.items()})
     with atomic_path(out / "per_image_metrics.npz", suffix=".npz") as tmp:
         np.savez_compressed(tmp, image_ids=np.asarray(ids), styles=styles, **arrays)
     write_json_atomic(out / "best_layers.json",
                       {f"{m}/{meth}": layer for (m, meth), layer in best.items()})
-    weights = {m: cache.model_info(m) or {} for m in models}
-    return write_manifest(out / "evaluate_manifest.json", command="evaluate",
-                          config=config.to_dict(), weights=weights,
-                          seeds={"baselines_and_bootstrap": config.seed},
-                          timings={"total": time.perf_counter() - t_start},
-                          extra={"cache": str(cache_dir), "num_images": len(ids),
-                                 "head_metrics_size": HEAD_SIZE})
+    shown = {f"{m}/{meth}": {"count": int(g.sum()),
+                             "image_ids": [ids[i] for i in np.flatnonzero(g)]}
+             for (m, meth), g in gaps.items()}
+    return {"partial": bool(gaps), "missing": shown,
+            **({"warning_partial": f"PARTIAL: maps missing from the cache "
+                                   f"({describe_missing(cache, gaps)}); aggregates use "
+                                   "the images present (see n_missing)"} if gaps else {})}
 
 
 def best_layers(summary: list[dict], metric: str) -> dict[tuple[str, str], int]:
@@ -239,8 +352,9 @@ def best_layers(summary: list[dict], metric: str) -> dict[tuple[str, str], int]:
         if r["model"] == "baseline" or r["metric"] != metric:
             continue
         k = (r["model"], r["method"])
-        if k not in best or r["mean"] > best[k][0]:
-            best[k] = (r["mean"], r["layer"])
+        mean = r["mean"] if np.isfinite(r["mean"]) else -np.inf  # no finite value: last
+        if k not in best or mean > best[k][0]:
+            best[k] = (mean, r["layer"])
     return {k: v[1] for k, v in best.items()}
 
 
@@ -279,7 +393,7 @@ def _orientations(root: Path, ids: list[str], orientation: str,
 def read_summary(out_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(out_dir) / "summary.csv"
     if not path.exists():
-        raise ValueError(f"{path} does not exist; run `ssl-jax evaluate` first")
+        raise UserError(f"{path} does not exist; run `ssl-jax evaluate` first")
     with path.open() as f:
         rows = list(csv.DictReader(f))
     for r in rows:

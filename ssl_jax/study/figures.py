@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..atomic import atomic_path
+
 MODEL_COLORS = {"dinov2": "#1f77b4", "dinov3": "#2ca02c", "mae": "#ff7f0e", "clip": "#d62728",
                 "siglip2": "#9467bd"}
 
@@ -25,8 +27,8 @@ def _finish(fig, path: Path, stamp: str | None) -> Path:
         fig.text(0.5, 0.5, stamp.upper(), ha="center", va="center", fontsize=20,
                  color="red", alpha=0.25, rotation=20, transform=fig.transFigure)
         fig.text(0.01, 0.005, stamp, ha="left", va="bottom", fontsize=8, color="red")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
     return path
 

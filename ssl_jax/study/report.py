@@ -20,6 +20,7 @@ from .evaluate import _image_path, _load_rgb, read_summary
 from .figures import comparison_bars, grouped_bars, head_grid, layer_progression, overlay_grid
 from .html import table, write_report
 from .manifest import RANDOM_WEIGHTS_STAMP, write_manifest
+from .outdir import staged_folder
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -29,17 +30,31 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+REPORT_FILES = ("report.html", "report_manifest.json")
+
+
 def run_report(config: StudyConfig, cache_dir: str | Path, results_dir: str | Path,
                out_dir: str | Path | None = None, *, overlay_images: int = 4) -> dict[str, Any]:
-    t0 = time.perf_counter()
+    """The report folder is written as a unit (ssl_jax.study.outdir); the cache is read
+    read-only."""
     results = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    summary = read_summary(results)
+    summary = read_summary(results)  # (a missing results folder is named before anything)
+    with staged_folder(out, owned=REPORT_FILES, any_owned=lambda n: n.endswith(".png")) \
+            as stage:
+        m = _report(config, cache_dir, results, summary, stage, overlay_images)
+        m["extra"]["html"] = str(out / "report.html")  # where it will be after the swap
+        return write_manifest(stage / "report_manifest.json", **m)
+
+
+def _report(config: StudyConfig, cache_dir: str | Path, results: Path, summary: list[dict],
+            out: Path, overlay_images: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
     best = json.loads((results / "best_layers.json").read_text())
     ev_manifest = json.loads((results / "evaluate_manifest.json").read_text())
     random_weights = bool(ev_manifest.get("random_weights"))
     stamp = RANDOM_WEIGHTS_STAMP if random_weights else None
+    partial = ev_manifest.get("warning_partial") if ev_manifest.get("partial") else None
     figs: list[tuple[str, list]] = []
 
     # 1. layer progression of IoU@90 and coverage, per model/method, with CI bands
@@ -85,7 +100,7 @@ def run_report(config: StudyConfig, cache_dir: str | Path, results_dir: str | Pa
     figs.append(("Models compared", items))
 
     # 3. overlays: a few images, every model at its best layer
-    cache = open_existing(cache_dir)
+    cache = open_existing(cache_dir, read_only=True)
     from ..data import load_annotations
     from .dataset import dataset_root
 
@@ -93,8 +108,13 @@ def run_report(config: StudyConfig, cache_dir: str | Path, results_dir: str | Pa
     ann = load_annotations(root / "building_parts.json", clamp=config.clamp)
     ids = cache.image_ids
     size = config.heatmap_size
-    chosen = np.linspace(0, len(ids) - 1, min(overlay_images, len(ids))).astype(int)
     labels = primary_labels(best)
+    # overlays of images every shown map is present for (all of them unless --partial)
+    present = np.ones(len(ids), bool)
+    for lbl in labels:
+        present &= cache.complete(*lbl.split("/"))
+    pool = np.flatnonzero(present)
+    chosen = pool[np.linspace(0, len(pool) - 1, min(overlay_images, len(pool))).astype(int)]
     heat = {lbl: np.asarray(to_heatmap(jnp.asarray(
         cache.read(*lbl.split("/"), indices=chosen)[:, best[lbl]]), (size, size)))
         for lbl in labels}
@@ -192,12 +212,15 @@ def run_report(config: StudyConfig, cache_dir: str | Path, results_dir: str | Pa
                 f"{', '.join(config.models)}, preprocessing {config.preprocess} "
                 f"{config.input_size}px")
     html_path = write_report(out / "report.html", title="ssl_jax attention-alignment report",
-                             subtitle=subtitle, warning=stamp, sections=figs)
+                             subtitle=subtitle,
+                             warning=" · ".join(w for w in (stamp, partial) if w) or None,
+                             sections=figs)
     pngs = sorted(p.name for p in out.glob("*.png"))
-    return write_manifest(out / "report_manifest.json", command="report",
-                          config=config.to_dict(), weights=ev_manifest.get("weights", {}),
-                          seeds={}, timings={"total": time.perf_counter() - t0},
-                          extra={"html": str(html_path), "figures": pngs})
+    return {"command": "report", "config": config.to_dict(),
+            "weights": ev_manifest.get("weights", {}), "seeds": {},
+            "timings": {"total": time.perf_counter() - t0},
+            "extra": {"html": str(html_path), "figures": pngs,
+                      "partial": bool(partial), "missing": ev_manifest.get("missing", {})}}
 
 
 def _boxes_px(boxes: np.ndarray, size: int) -> np.ndarray:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..models.spec import bundled_spec
 from .cache import MapCache
 from .config import StudyConfig
@@ -39,7 +41,41 @@ def run_extract(
     `stop_after_batches` ends each model early (tests of interrupted runs).
     Returns the manifest (also written to <cache>/extract_manifest.json).
     """
+    if not image_ids:
+        raise UserError(f"dataset {config.dataset!r} has no annotated image: nothing to "
+                        "extract or evaluate")
+    if len(image_paths) != len(image_ids):
+        raise ValueError(f"{len(image_ids)} image ids but {len(image_paths)} paths")
+    root = Path(cache_dir)
+    before = set(root.iterdir()) if root.is_dir() else None
+    fresh = not (root / "cache.json").exists()
     cache = MapCache(cache_dir, image_ids, cache_settings(config))
+    try:
+        return _extract_all(config, cache, image_paths, progress=progress,
+                            stop_after_batches=stop_after_batches, log=log)
+    except BaseException:
+        if fresh and not cache.holds_maps():
+            _undo_creation(root, before)  # a failed first run leaves nothing that blocks
+        raise
+
+
+def _undo_creation(root: Path, before: set[Path] | None) -> None:
+    """Remove what a first run that computed nothing created in the cache folder (its
+    cache.json would refuse a corrected rerun with other settings)."""
+    if before is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for p in set(root.iterdir()) - before:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _extract_all(config: StudyConfig, cache: MapCache, image_paths: Sequence[str | Path], *,
+                 progress: bool | None, stop_after_batches: int | None,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    cache_dir = cache.root
     mesh = data_mesh()
     weights: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
@@ -56,7 +92,7 @@ def run_extract(
                              allow_random=config.allow_random_weights, seed=config.seed)
         cached = cache.model_info(alias)
         if (cached and cached.get("source_stamp") == stamp
-                and cached.get("methods") == list(methods) and cache.done_mask(alias).all()):
+                and not cache.missing(alias, methods)):
             # nothing to compute and the same weights were used: skip loading them
             weights[alias] = cached
             if cached.get("random"):
@@ -71,7 +107,9 @@ def run_extract(
         if info["random"]:
             random_aliases.append(alias)
             warn_random([alias])
-        info["methods"] = list(methods)
+        # the methods asked of this model over every run (those cached stay valid)
+        old = (cached or {}).get("methods", [])
+        info["methods"] = [*old, *(m for m in methods if m not in old)]
         cache.set_model_info(alias, info)
         weights[alias] = info
         bar = Progress(cache.num_images, f"extract {alias}", enabled=progress)

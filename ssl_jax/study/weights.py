@@ -6,13 +6,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..errors import UserError
 from ..models import CheckpointError, load_model, random_model
 from ..models.checkpoint import tree_digest
 from ..models.model import Model
 from .manifest import RANDOM_WEIGHTS_STAMP
 
 
-class WeightsUnavailable(ValueError):
+class WeightsUnavailable(UserError):
     pass
 
 
