@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..resample import resize_axes
+from .inputs import check_pixel_values
 from .layers import Attention, Block, MAPHead, layer_norm, rope_tables
 from .spec import ModelSpec, TokenLayout
 
@@ -110,6 +111,7 @@ def encode(
     probs_delta: jax.Array | None = None,
     state_tap: tuple[int, jax.Array] | None = None,
     stack_attentions: bool = True,
+    check_inputs: bool = True,
 ) -> dict:
     """Forward one image (H, W, C) → dict of per-example outputs (see `forward`).
 
@@ -120,7 +122,11 @@ def encode(
     probs_delta (L, heads, T, T) is added to every layer's attention probabilities;
     state_tap (s, delta (T, D)) adds delta to hidden state s (0 = embeddings, l + 1 = output
     of layer l).
+    Concrete pixels must be preprocessed (`ssl_jax.models.inputs.check_pixel_values`, a
+    `UserError` otherwise; check_inputs=False skips it); under jit/vmap/grad nothing is checked.
     """
+    if check_inputs:
+        check_pixel_values(spec, pixels)
     x, layout = embed(spec, params["embed"], pixels, dtype)
     if spec.pre_norm:
         x = _ln(spec, params["pre_norm"], x, dtype)
