@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="one model at 56 px: smoke test")
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
-    from ssl_jax.study.dataset import study_images
+    from ssl_jax.workflows.study.dataset import study_images
 
     num_images = len(study_images("sample")[0])
     models = ["dinov2"] if args.tiny else args.models

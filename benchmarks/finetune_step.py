@@ -105,7 +105,7 @@ def torch_step_fn(tm, alias: str, strategy: str, pixels, labels, weights, lr, to
 
 def ours_step_fn(model, strategy: str, images_u8, labels, weights, lr, total, lora_cfg):
     from ssl_jax.train import FinetuneConfig
-    from ssl_jax.train.trainer import Trainer, initial_trainable
+    from ssl_jax.workflows.finetune import Trainer, initial_trainable
 
     cfg = FinetuneConfig(strategy=strategy, batch_size=len(labels), lr_backbone=lr,
                          augment=False, lora=lora_cfg)

@@ -15,7 +15,7 @@ import numpy as np
 
 import ssl_jax
 from ssl_jax.attention import attention_map, to_heatmap
-from ssl_jax.data import load_annotations, load_image, sample_dataset, union_mask
+from ssl_jax.io.dataset import load_annotations, load_image, sample_dataset, union_mask
 from ssl_jax.metrics import alignment_metrics, gaussian_target
 from ssl_jax.stats import bootstrap_ci
 
@@ -36,7 +36,7 @@ if args.layers:  # a shallower model, e.g. for a quick check
                           params={**model.params, "blocks": jax.tree.map(
                               lambda a: a[: args.layers], model.params["blocks"])})
 images = [load_image(root / "images" / i) for i in ids]  # every mode, EXIF warned
-pixels, _ = ssl_jax.preprocess(model, images, mode="squash", size=(224, 224))
+pixels, _ = ssl_jax.models.preprocess(model, images, mode="squash", size=(224, 224))
 out = ssl_jax.forward(model, pixels, attentions="full")
 method = "cls" if out.layout.has_cls else "mean"
 heat = to_heatmap(attention_map(out, method), (224, 224))  # (images, layers, 224, 224)

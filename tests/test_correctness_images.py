@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from ssl_jax.data import load_image, rasterize, union_mask
-from ssl_jax.data.images import (
+from ssl_jax.core.errors import UserError
+from ssl_jax.io.dataset import load_image, rasterize, union_mask
+from ssl_jax.io.images import (
     INVERSE,
     ImageError,
     OrientationWarning,
@@ -25,8 +26,7 @@ from ssl_jax.data.images import (
     oriented_size,
     to_rgb,
 )
-from ssl_jax.data.masks import box_edges
-from ssl_jax.errors import UserError
+from ssl_jax.metrics.masks import box_edges
 
 # ---- case 3: every PIL mode ------------------------------------------------------------------
 
@@ -52,9 +52,9 @@ def test_16bit_png_is_not_white_in_every_loader(png16, tmp_path):
     p, a = png16
     true_mean = float((a / 257.0).mean())
     assert abs(true_mean - 144.7) < 0.01
-    from ssl_jax.study.evaluate import _load_rgb
-    from ssl_jax.study.extract import load_image_file
-    from ssl_jax.train.data import decode_images
+    from ssl_jax.workflows.study.evaluate import _load_rgb
+    from ssl_jax.workflows.study.extract import load_image_file
+    from ssl_jax.workflows.train_data import decode_images
 
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "Q1_wd0.png").write_bytes(p.read_bytes())
@@ -74,7 +74,7 @@ def test_16bit_png_is_not_white_in_every_loader(png16, tmp_path):
 
 def test_16bit_pil_image_into_preprocess_and_sobel():
     from ssl_jax.metrics.baselines import grey_resized
-    from ssl_jax.preprocess import _to_rgb_uint8
+    from ssl_jax.models.preprocess import _to_rgb_uint8
 
     a = _grey16()
     im = Image.fromarray(a)
@@ -256,7 +256,7 @@ def test_orientation_6_warns_once_stored_frame_by_default_exif_frame_on_request(
         raw = np.asarray(im.convert("RGB"))
     if suffix == "png":
         np.testing.assert_array_equal(raw, arr)
-    from ssl_jax.study.extract import load_image_file
+    from ssl_jax.workflows.study.extract import load_image_file
 
     with pytest.warns(OrientationWarning) as rec:
         first = np.asarray(load_image(p))
@@ -322,9 +322,9 @@ def _edges_of(mask):
 
 
 def test_study_ground_truth_and_config_follow_the_orientation(tmp_path):
-    from ssl_jax.data import parse_building_parts
-    from ssl_jax.study.config import StudyConfig
-    from ssl_jax.study.evaluate import _orientations, ground_truth
+    from ssl_jax.io.dataset import parse_building_parts
+    from ssl_jax.workflows.study.config import StudyConfig
+    from ssl_jax.workflows.study.evaluate import _orientations, ground_truth
 
     ann = parse_building_parts({"annotations": {
         "a.png": {"bbox_groups": [{"group_label": 0, "elements": [
@@ -355,9 +355,9 @@ def test_study_ground_truth_and_config_follow_the_orientation(tmp_path):
 
 
 def test_extract_reads_the_chosen_frame(tmp_path):
-    from ssl_jax.study.config import StudyConfig
-    from ssl_jax.study.extract import load_image_file
-    from ssl_jax.study.run_extract import cache_settings
+    from ssl_jax.workflows.study.config import StudyConfig
+    from ssl_jax.workflows.study.extract import load_image_file
+    from ssl_jax.workflows.study.run_extract import cache_settings
 
     arr = _stored()
     p = _with_orientation(tmp_path / "t.png", arr, 8)

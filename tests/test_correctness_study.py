@@ -25,12 +25,12 @@ import pytest
 torch = pytest.importorskip("torch")
 import hf_reference as ref  # noqa: E402
 
-from ssl_jax.errors import UserError  # noqa: E402
-from ssl_jax.study.cache import CacheError, open_existing  # noqa: E402
-from ssl_jax.study.config import StudyConfig, load_config  # noqa: E402
-from ssl_jax.study.dataset import study_images  # noqa: E402
-from ssl_jax.study.evaluate import run_evaluate  # noqa: E402
-from ssl_jax.study.run_extract import run_extract  # noqa: E402
+from ssl_jax.core.errors import UserError  # noqa: E402
+from ssl_jax.io.store import CacheError, open_existing  # noqa: E402
+from ssl_jax.workflows.study.config import StudyConfig, load_config  # noqa: E402
+from ssl_jax.workflows.study.dataset import study_images  # noqa: E402
+from ssl_jax.workflows.study.evaluate import run_evaluate  # noqa: E402
+from ssl_jax.workflows.study.run_extract import run_extract  # noqa: E402
 
 N_IMAGES = 6
 QUIET = {"progress": False, "log": lambda s: None}
@@ -39,7 +39,7 @@ QUIET = {"progress": False, "log": lambda s: None}
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """(config, image ids, paths, a finished cache folder)."""
-    from ssl_jax.data import sample_dataset
+    from ssl_jax.io.dataset import sample_dataset
 
     root = tmp_path_factory.mktemp("correctness_study")
     src = Path(sample_dataset())
@@ -139,8 +139,8 @@ def test_method_added_to_a_finished_cache_is_computed(study, tmp_path):
 
 
 def test_partial_evaluation_says_so_in_every_output(study, tmp_path):
-    from ssl_jax.study.compare import run_compare
-    from ssl_jax.study.report import run_report
+    from ssl_jax.workflows.study.compare import run_compare
+    from ssl_jax.workflows.study.report import run_report
 
     cfg, ids, paths, _ = study
     cache = tmp_path / "half"
@@ -311,8 +311,8 @@ def test_degenerate_maps_are_counted_and_left_out_of_every_aggregate(study, tmp_
     degenerate map; emulated here with ~isfinite so the study side is tested on its own."""
     import jax.numpy as jnp
 
-    import ssl_jax.study.evaluate as ev
-    from ssl_jax.study.compare import run_compare
+    import ssl_jax.workflows.study.evaluate as ev
+    from ssl_jax.workflows.study.compare import run_compare
 
     cfg, _, _, full = study
     cache = _copy(full, tmp_path / "c")
@@ -363,8 +363,8 @@ def test_degenerate_maps_are_counted_and_left_out_of_every_aggregate(study, tmp_
 
 
 def test_every_written_file_has_normal_permissions(study, tmp_path):
-    from ssl_jax.study.compare import run_compare
-    from ssl_jax.study.report import run_report
+    from ssl_jax.workflows.study.compare import run_compare
+    from ssl_jax.workflows.study.report import run_report
 
     cfg, ids, paths, _ = study
     old = os.umask(0o022)

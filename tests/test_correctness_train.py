@@ -30,10 +30,11 @@ from test_train_support import save_tiny, synthetic_data
 
 import ssl_jax
 from ssl_jax.cli import main
-from ssl_jax.errors import UserError
-from ssl_jax.train import FinetuneConfig, finetune
-from ssl_jax.train.checkpoint import RunCheckpoints, read_run
-from ssl_jax.train.trainer import initial_state_like
+from ssl_jax.core.errors import UserError
+from ssl_jax.io.runs import RunCheckpoints, read_run
+from ssl_jax.train import FinetuneConfig
+from ssl_jax.workflows.finetune import finetune
+from ssl_jax.train.step import initial_state_like
 
 
 @pytest.fixture(scope="module")

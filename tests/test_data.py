@@ -1,4 +1,4 @@
-"""ssl_jax.data: building_parts parsing, style rules, masks in every frame, datasets, splits."""
+"""ssl_jax.io.dataset: building_parts parsing, style rules, masks in every frame, datasets, splits."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_jax import data as D
-from ssl_jax.preprocess import Transform, preprocess
+from ssl_jax.io import dataset as D
+from ssl_jax.models.preprocess import Transform, preprocess
 
 META = [{"name": "Apse", "parents": []}, {"name": "Arcade", "parents": []},
         {"name": "Arcade Gallery", "parents": [1, 3]}, {"name": "Blind", "parents": []}]
@@ -430,7 +430,7 @@ def test_sample_dataset_loads_and_boxes_lie_inside():
 
 def test_make_sample_is_deterministic(tmp_path):
     pytest.importorskip("sklearn")
-    from ssl_jax.data import make_sample
+    from ssl_jax.io.dataset import make_sample
 
     rng = np.random.default_rng(make_sample.SEED)
     im, groups = make_sample.facade(make_sample.STYLE_QIDS[1], rng)

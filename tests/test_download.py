@@ -1,4 +1,4 @@
-"""ssl_jax.data.download against a local HTTP server: resume, verification, safe extraction."""
+"""ssl_jax.io.dataset.download against a local HTTP server: resume, verification, safe extraction."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ssl_jax.data import download as dl
-from ssl_jax.data.cli import download as download_cmd
+from ssl_jax.cli.data import download as download_cmd
+from ssl_jax.io.dataset import download as dl
 
 REPO = Path(__file__).resolve().parents[1]
 

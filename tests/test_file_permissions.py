@@ -7,7 +7,7 @@ import stat
 import numpy as np
 import pytest
 
-from ssl_jax.atomic import atomic_path, write_json_atomic, write_text_atomic
+from ssl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 
 @pytest.fixture

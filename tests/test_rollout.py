@@ -8,13 +8,7 @@ import pytest
 from test_attention_support import CLS_ALIASES, images, random_attention, tiny
 
 import ssl_jax
-from ssl_jax.attention import (
-    RolloutOptions,
-    attention_map,
-    rollout,
-    rollout_cls_rows,
-    rollout_map,
-)
+from ssl_jax.attention import RolloutOptions, attention_map, rollout, rollout_cls_rows, rollout_map
 from ssl_jax.models.spec import TokenLayout
 
 # ---- an independent, deliberately plain reference ------------------------------------------

@@ -12,11 +12,10 @@ import scipy.stats
 from test_attention_support import tiny
 
 import ssl_jax
-from ssl_jax.data import load_dataset, sample_dataset
+from ssl_jax.io.dataset import load_dataset, sample_dataset
 from ssl_jax.sae import (
     SAE,
     TrainConfig,
-    capture,
     capture_dataset,
     correlate,
     evaluate,
@@ -35,6 +34,7 @@ from ssl_jax.sae import (
     train_sae,
     type_masks,
 )
+from ssl_jax.workflows import sae as capture
 
 SIZE = (56, 56)
 
@@ -239,9 +239,9 @@ def test_init_shapes():
 
 
 def test_activation_store_streams_resumes_and_checks_weights(acts, tmp_path, monkeypatch):
-    from ssl_jax.study.cache import CacheError, open_existing
+    from ssl_jax.io.store import CacheError, open_existing
 
-    cap = importlib.import_module("ssl_jax.sae.capture")  # the package re-exports `capture`
+    cap = importlib.import_module("ssl_jax.workflows.sae")  # the package re-exports `capture`
 
     m = tiny("dinov2")
     seen = []

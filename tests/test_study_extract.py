@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_jax.study.cache import CacheError, MapCache, open_existing
+from ssl_jax.io.store import CacheError, MapCache, open_existing
 
 torch = pytest.importorskip("torch")
 import hf_reference as ref  # noqa: E402
@@ -136,9 +136,9 @@ def test_sigkill_then_resume_equals_uninterrupted(study, reference_run):
 def test_resume_is_bit_identical_with_same_batching(study, tmp_path):
     """Batches are fixed index groups padded to full size, so a resumed run computes every
     image with exactly the same shapes as an uninterrupted one."""
-    from ssl_jax.study.config import load_config
-    from ssl_jax.study.dataset import study_images
-    from ssl_jax.study.run_extract import run_extract
+    from ssl_jax.workflows.study.config import load_config
+    from ssl_jax.workflows.study.dataset import study_images
+    from ssl_jax.workflows.study.run_extract import run_extract
 
     _, cfg_path = study
     cfg = load_config(cfg_path).replace(models=("dinov2",))

@@ -18,8 +18,8 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 import hf_reference as ref  # noqa: E402
 
-from ssl_jax.study.config import StudyConfig  # noqa: E402
-from ssl_jax.study.pipeline import run_study  # noqa: E402
+from ssl_jax.workflows.study.config import StudyConfig  # noqa: E402
+from ssl_jax.workflows.study.pipeline import run_study  # noqa: E402
 
 MODELS = ("dinov3", "siglip2")
 
@@ -75,7 +75,7 @@ def test_tables(study):
 
 def test_center_baseline_matches_a_direct_computation(study):
     """The centre-Gaussian IoU@90 row equals a plain numpy evaluation of its definition."""
-    from ssl_jax.data import load_annotations, sample_dataset, union_mask
+    from ssl_jax.io.dataset import load_annotations, sample_dataset, union_mask
 
     cfg, out, _, _ = study
     ids = json.loads((out / "cache" / "cache.json").read_text())["image_ids"]

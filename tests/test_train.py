@@ -17,18 +17,11 @@ pytest.importorskip("torch")
 from test_train_support import save_tiny, synthetic_data
 
 import ssl_jax
+from ssl_jax.io.runs import RunCheckpoints, export_hf, load_classifier, load_finetuned, read_run
 from ssl_jax.models import CheckpointError
-from ssl_jax.train import (
-    FinetuneConfig,
-    LoraConfig,
-    batch_logits,
-    export_hf,
-    finetune,
-    load_classifier,
-    load_finetuned,
-)
-from ssl_jax.train.checkpoint import RunCheckpoints, read_run
-from ssl_jax.train.trainer import initial_state_like
+from ssl_jax.train import FinetuneConfig, LoraConfig, batch_logits
+from ssl_jax.workflows.finetune import finetune
+from ssl_jax.train.step import initial_state_like
 
 LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.1)
 

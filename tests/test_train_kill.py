@@ -17,10 +17,10 @@ pytest.importorskip("torch")
 
 from test_train_support import save_tiny
 
+from ssl_jax.io.runs import RunCheckpoints, read_run
 from ssl_jax.models import load_model
-from ssl_jax.train.checkpoint import RunCheckpoints, read_run
 from ssl_jax.train.lora import LoraConfig
-from ssl_jax.train.trainer import initial_state_like
+from ssl_jax.train.step import initial_state_like
 
 
 def _cmd(model, out, *extra):

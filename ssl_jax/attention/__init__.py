@@ -6,7 +6,7 @@ Grad-CAM, attention × gradient (Chefer et al. 2021), gradient saliency and Smoo
 heatmap: upsampling, min-max normalisation and the original-image frame.
 """
 
-from .gradients import (
+from ssl_jax.attention.gradients import (
     attention_gradient,
     embedding,
     grad_cam,
@@ -15,26 +15,24 @@ from .gradients import (
     smoothgrad,
     target_score,
 )
-from .heatmap import minmax_normalize, to_heatmap, to_original_frame, upsample
-from .maps import (
-    FUSIONS,
-    attention_map,
+from ssl_jax.attention.heatmap import minmax_normalize, to_heatmap, to_original_frame, upsample
+from ssl_jax.attention.maps import (
     cls_map,
     cls_row_map,
     fuse_heads,
     mean_map,
     probe_map,
-    select_heads,
     tokens_to_grid,
 )
-from .rollout import (
+from ssl_jax.attention.methods import attention_map
+from ssl_jax.attention.rollout import (
     RolloutOptions,
-    layer_transition,
     rollout,
     rollout_cls_rows,
     rollout_map,
     rollout_step,
 )
+from ssl_jax.models.fusion import FUSIONS, layer_transition, select_heads
 
 __all__ = [
     "FUSIONS", "RolloutOptions", "attention_gradient", "attention_map", "cls_map",

@@ -30,10 +30,10 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from ..models.encoder import encode
-from ..models.model import Model, _check_pixels
-from ..models.spec import ModelSpec
-from .maps import tokens_to_grid
+from ssl_jax.attention.maps import tokens_to_grid
+from ssl_jax.models.encoder import encode
+from ssl_jax.models.model import Model, _check_pixels
+from ssl_jax.models.spec import ModelSpec
 
 Head = Mapping[str, jax.Array]
 Target = Callable[[dict], jax.Array]

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..models.encoder import encode
+from ssl_jax.models.encoder import encode
 
 # Square root of the RGB colour correlation of ImageNet images (a property of natural images,
 # the usual decorrelated colour basis of feature visualisation); columns scaled to max norm 1.

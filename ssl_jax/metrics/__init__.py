@@ -5,7 +5,7 @@ Entry point for the study: `alignment_grid(maps (I, ..., H, W), masks (I, H, W),
 — IoU at 7 percentiles, coverage, pointing, MSE and KL for every map in one jitted call.
 """
 
-from .aggregate import (
+from ssl_jax.metrics.aggregate import (
     SegmentStats,
     Summary,
     by_feature,
@@ -15,7 +15,7 @@ from .aggregate import (
     lower_median,
     segment_stats,
 )
-from .alignment import (
+from ssl_jax.metrics.alignment import (
     EPS,
     argmax_yx,
     box_iou,
@@ -36,7 +36,7 @@ from .alignment import (
     top_k_pointing,
     top_order,
 )
-from .baselines import (
+from ssl_jax.metrics.baselines import (
     N_RANDOM_TRIALS,
     center_gaussian,
     grey_resized,
@@ -47,7 +47,7 @@ from .baselines import (
     sobel_edges,
     sobel_magnitude,
 )
-from .continuous import (
+from ssl_jax.metrics.continuous import (
     EMD_GRID_SIZE,
     emd,
     emd_grids,
@@ -60,8 +60,8 @@ from .continuous import (
     target_terms,
     wasserstein1,
 )
-from .grid import PERCENTILES, alignment_grid, alignment_metrics
-from .localisation import (
+from ssl_jax.metrics.grid import PERCENTILES, alignment_grid, alignment_metrics
+from ssl_jax.metrics.localisation import (
     box_from_mask,
     box_iou_edges,
     jaccard,

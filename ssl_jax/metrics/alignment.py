@@ -3,7 +3,7 @@
 Conventions (DESIGN.md): maps are ``(..., H, W)`` floats (the study's min-max-normalised
 heatmaps; float16 is accepted and upcast to float32); masks are bool and broadcast against
 the maps (numpy rules); boxes are ``(..., K, 4)`` int pixel *edges* ``(x1, y1, x2, y2)``,
-end-exclusive, as `ssl_jax.data.box_edges` returns them, with a ``(..., K)`` bool validity
+end-exclusive, as `ssl_jax.io.dataset.box_edges` returns them, with a ``(..., K)`` bool validity
 mask for padding. Every function is pure and jit-able; leading axes are batch axes.
 
 Thresholding (SPEC decision 2). Percentile ``p`` keeps exactly

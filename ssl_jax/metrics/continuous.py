@@ -5,7 +5,7 @@ Soft target: per box an axis-aligned Gaussian at the box centre, sigma = max(sid
 (side ≥ 1 px), evaluated at pixel centres (j + 0.5, i + 0.5) and scaled to peak 1; the
 pixelwise max over the boxes, divided by its max and clipped to [0, 1]; zeros without boxes.
 Boxes are float pixel coordinates ``(x1, y1, x2, y2)`` = ``(left·W, top·H, right·W,
-bottom·H)`` of the clamped box (`ssl_jax.data.boxes_to_frame`), not the integer edges.
+bottom·H)`` of the clamped box (`ssl_jax.io.dataset.boxes_to_frame`), not the integer edges.
 
 EMD. Both maps are sanitised (NaN/±inf → 0, clamp ≥ 0) and resized to 8×8 by bilinear
 interpolation with align_corners=False and no antialiasing (torch ``F.interpolate``; at
@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.spatial import distance_matrix
 
-from .alignment import EPS, jit_static, sanitize
+from ssl_jax.metrics.alignment import EPS, jit_static, sanitize
 
 EMD_GRID_SIZE = 8
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .alignment import (
+from ssl_jax.metrics.alignment import (
     EPS,
     _check_spatial,
     _prefix_hits,
@@ -32,7 +32,7 @@ from .alignment import (
     threshold_counts,
     top_order,
 )
-from .continuous import target_terms
+from ssl_jax.metrics.continuous import target_terms
 
 PERCENTILES = (90, 85, 80, 75, 70, 60, 50)
 

@@ -32,7 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from .alignment import _check_spatial, _flat, jit_static, ranking_values, sanitize, top_order
+from ssl_jax.metrics.alignment import (
+    _check_spatial,
+    _flat,
+    jit_static,
+    ranking_values,
+    sanitize,
+    top_order,
+)
 
 
 @jax.jit

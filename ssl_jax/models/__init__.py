@@ -1,10 +1,10 @@
 """The five encoders: specs, checkpoint loading and the jitted forward pass."""
 
-from .checkpoint import SafetensorsFile, resolve_source
-from .convert import CheckpointError, convert_state_dict, key_map, param_shapes
-from .encoder import encode, init_params
-from .model import EncoderOutput, Model, forward, load_model, random_model
-from .spec import (
+from ssl_jax.models.checkpoint import SafetensorsFile, resolve_source
+from ssl_jax.models.convert import CheckpointError, convert_state_dict, key_map, param_shapes
+from ssl_jax.models.encoder import encode, init_params
+from ssl_jax.models.model import EncoderOutput, Model, forward, load_model, random_model
+from ssl_jax.models.spec import (
     MODELS,
     ConfigError,
     ModelInfo,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import ModelSpec
+from ssl_jax.models.spec import ModelSpec
 
 
 class CheckpointError(ValueError):

@@ -7,19 +7,17 @@ batch-native version would (measured in benchmarks/).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..resample import resize_axes
-from .layers import Attention, Block, MAPHead, layer_norm, rope_tables
-from .spec import ModelSpec, TokenLayout
-
-if TYPE_CHECKING:
-    from ..attention.rollout import RolloutOptions
+from ssl_jax.core.resample import resize_axes
+from ssl_jax.models.fusion import RolloutOptions, rollout_step
+from ssl_jax.models.layers import Attention, Block, MAPHead, layer_norm, rope_tables
+from ssl_jax.models.spec import ModelSpec, TokenLayout
 
 AttentionMode = Literal["none", "cls", "full", "rollout"]
 
@@ -113,7 +111,7 @@ def encode(
 ) -> dict:
     """Forward one image (H, W, C) → dict of per-example outputs (see `forward`).
 
-    attentions="rollout": attention rollout (`ssl_jax.attention.rollout`, `rollout` options,
+    attentions="rollout": attention rollout (`ssl_jax.models.fusion.rollout_step`, `rollout` options,
     default the study's) is folded into the layer loop, carrying one T×T matrix; the CLS row
     after each layer in `layers` is returned as attentions (L', T).
     Gradient taps (used by `ssl_jax.attention.gradients`, zeros leave the forward unchanged):
@@ -127,8 +125,6 @@ def encode(
     rope = rope_tables(spec, layout.grid_h, layout.grid_w) if spec.rope_theta is not None else None
     block = Block(spec, dtype)
     if attentions == "rollout":
-        from ..attention.rollout import RolloutOptions, rollout_step  # no import cycle at load
-
         rollout = rollout if rollout is not None else RolloutOptions()
         roll_start, roll_end = rollout.layer_range(spec.num_layers)
         joint = jnp.eye(layout.num_tokens, dtype=jnp.float32)
@@ -213,7 +209,7 @@ def init_params(spec: ModelSpec, key: jax.Array) -> dict:
     Weights ~ N(0, 1/fan_in), biases N(0, 0.02), norms 1 ± 0.1, layerscale 0.1 ± 0.05,
     tokens and position tables N(0, 0.5): far enough from uniform that attention is peaked.
     """
-    from .convert import param_shapes
+    from ssl_jax.models.convert import param_shapes
 
     shapes = param_shapes(spec)
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))

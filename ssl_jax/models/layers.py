@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .spec import Activation, ModelSpec
+from ssl_jax.models.spec import Activation, ModelSpec
 
 Dtype = Any
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -13,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .checkpoint import read_json, read_weights, resolve_source
-from .convert import CheckpointError, convert_state_dict
-from .encoder import AttentionMode, encode, init_params
-from .spec import ConfigError, ModelSpec, TokenLayout, bundled_spec, spec_from_config
+from ssl_jax.models.checkpoint import read_json, read_weights, resolve_source
+from ssl_jax.models.convert import CheckpointError, convert_state_dict
+from ssl_jax.models.encoder import AttentionMode, encode, init_params
+from ssl_jax.models.fusion import RolloutOptions
+from ssl_jax.models.spec import ConfigError, ModelSpec, TokenLayout, bundled_spec, spec_from_config
 
 
 @struct.dataclass
@@ -75,11 +75,6 @@ def load_model(
     checkpoints load offline.
     """
     compute_dtype = _canonical_dtype(dtype)
-    run = Path(os.fspath(source)).expanduser()
-    if run.is_dir() and (run / "finetune_run.json").is_file():  # a fine-tuning run folder
-        from ..train.checkpoint import load_finetuned
-
-        return load_finetuned(run, dtype=dtype)
     folder = resolve_source(source, revision=revision, local_files_only=local_files_only,
                             cache_dir=cache_dir)
     config = read_json(folder / "config.json")
@@ -171,8 +166,6 @@ def forward(
             chosen.append(int(i) % n)
         chosen = tuple(sorted(set(chosen)))
     if attentions == "rollout":
-        from ..attention.rollout import RolloutOptions
-
         rollout = rollout if rollout is not None else RolloutOptions()
         start, end = rollout.layer_range(n)
         if layers is None:

@@ -2,7 +2,7 @@
 (training, external weights, metrics) and feature analysis (spatial maps scored against the
 expert boxes, feature–label correlation with BH-FDR, monosemanticity)."""
 
-from .analysis import (
+from ssl_jax.sae.analysis import (
     Calibration,
     Correlation,
     SpatialScores,
@@ -17,16 +17,7 @@ from .analysis import (
     spectrum_examples,
     type_masks,
 )
-from .capture import (
-    Activations,
-    capture,
-    capture_dataset,
-    capture_images,
-    load_activations,
-    resolve_layer,
-    save_activations,
-)
-from .model import (
+from ssl_jax.sae.model import (
     SAE,
     SAEMetrics,
     TrainConfig,
@@ -37,6 +28,15 @@ from .model import (
     load_sae,
     save_sae,
     train_sae,
+)
+from ssl_jax.workflows.sae import (
+    Activations,
+    capture,
+    capture_dataset,
+    capture_images,
+    load_activations,
+    resolve_layer,
+    save_activations,
 )
 
 __all__ = [

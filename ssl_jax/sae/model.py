@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..atomic import atomic_path, write_json_atomic
-from ..models.checkpoint import tree_digest
+from ssl_jax.io.atomic import atomic_path, write_json_atomic
+from ssl_jax.models.checkpoint import tree_digest
 
 PARAM_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
@@ -394,7 +394,7 @@ class _TrainCheckpoints:
     def restore(self, like):
         import orbax.checkpoint as ocp
 
-        from ..train.checkpoint import _abstract
+        from ssl_jax.io.runs import _abstract
 
         step = self.mgr.latest_step()
         if step is None:
@@ -464,7 +464,7 @@ def _load_orbax(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise ValueError(f"{path}: not an SAE folder (no {SAE_FILE})")
     rec = json.loads(rec_path.read_text())
     like = {k: jax.ShapeDtypeStruct(tuple(v), jnp.float32) for k, v in rec["shapes"].items()}
-    from ..train.checkpoint import _abstract
+    from ssl_jax.io.runs import _abstract
 
     try:
         with ocp.StandardCheckpointer() as ckptr:

@@ -2,9 +2,14 @@
 with survival-function p-values, effect sizes, multiple-comparison corrections, all-pairs
 comparison and ranking."""
 
-from .bootstrap import BootstrapCI, bootstrap_ci, bootstrap_distribution, paired_bootstrap_ci
-from .compare import Comparison, Ranked, compare_all_models, rank_models
-from .inference import (
+from ssl_jax.stats.bootstrap import (
+    BootstrapCI,
+    bootstrap_ci,
+    bootstrap_distribution,
+    paired_bootstrap_ci,
+)
+from ssl_jax.stats.compare import Comparison, Ranked, compare_all_models, rank_models
+from ssl_jax.stats.inference import (
     CORRECTIONS,
     PairedResult,
     benjamini_hochberg,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from .bootstrap import bootstrap_ci
-from .inference import correct, paired_comparison
+from ssl_jax.stats.bootstrap import bootstrap_ci
+from ssl_jax.stats.inference import correct, paired_comparison
 
 
 @dataclass(frozen=True)

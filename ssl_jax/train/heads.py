@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..models.encoder import encode
-from ..models.spec import ModelSpec
-from .lora import LoraConfig, adapted, inject
+from ssl_jax.models.encoder import encode
+from ssl_jax.models.spec import ModelSpec
+from ssl_jax.train.lora import LoraConfig, adapted, inject
 
 
 def feature_kind(spec: ModelSpec) -> str:

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models.model import Model
-from ..models.spec import ModelSpec
-from .augment import normalize
+from ssl_jax.models.model import Model
+from ssl_jax.models.spec import ModelSpec
+from ssl_jax.train.augment import normalize
 
 
 @dataclass
@@ -92,7 +92,7 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, class_names=None,
 
 @functools.partial(jax.jit, static_argnames=("spec", "dtype"))
 def _features(params, images_u8, *, spec: ModelSpec, dtype):
-    from .heads import features
+    from ssl_jax.train.heads import features
 
     p = spec.preprocessing
     x = normalize(images_u8.astype(jnp.float32) * jnp.float32(1 / 255), p.mean, p.std)

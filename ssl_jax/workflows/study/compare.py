@@ -1,0 +1,114 @@
+"""`ssl-jax compare` as a function: paired statistics between models (each at its best
+layer), between each model's methods, and of every model against the baselines, with
+bootstrap CIs of the mean difference and Holm-corrected p-values per family."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ssl_jax.core.errors import UserError
+from ssl_jax.io.manifest import write_manifest
+from ssl_jax.io.outdir import COMPARE_FILES, EVALUATE_FILES, REPORT_FOLDER, staged_folder
+from ssl_jax.stats import bootstrap_ci, holm, paired_comparison
+from ssl_jax.workflows.study.config import StudyConfig
+from ssl_jax.workflows.study.evaluate import _write_csv
+
+
+def _load(results: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    npz, best = results / "per_image_metrics.npz", results / "best_layers.json"
+    if not npz.exists() or not best.exists():
+        raise UserError(f"{results} has no evaluation results; run `ssl-jax evaluate` first")
+    with np.load(npz) as f:
+        arrays = {k: f[k] for k in f.files}
+    return arrays, json.loads(best.read_text())
+
+
+def primary_labels(labels) -> list[str]:
+    """One "model/method" per model: its first of cls / mean / probe (the study's default
+    map: CLS attention, or mean attention for SigLIP)."""
+    primary: dict[str, tuple[int, str]] = {}
+    for label in sorted(labels):
+        model, method = label.split("/")
+        rank = {"cls": 0, "mean": 1, "probe": 2}.get(method, 9)
+        if model not in primary or rank < primary[model][0]:
+            primary[model] = (rank, label)
+    return [v[1] for v in primary.values()]
+
+
+def run_compare(config: StudyConfig, results_dir: str | Path, *,
+                metrics: tuple[str, ...] = ("iou@90", "coverage", "kl"),
+                test: str = "auto") -> dict[str, Any]:
+    t0 = time.perf_counter()
+    results = Path(results_dir)
+    arrays, best = _load(results)
+    key = jax.random.key(config.seed + 1)
+
+    def values(label: str, metric: str) -> np.ndarray:
+        model, method = label.split("/")
+        if model == "baseline":
+            return arrays[f"baseline/{method}/{metric}"]
+        return arrays[f"{label}/{metric}"][:, best[label]]
+
+    families: dict[str, list[tuple[str, str]]] = {}
+    labels = sorted(best)
+    model_labels = primary_labels(labels)
+    families["models"] = list(itertools.combinations(sorted(model_labels), 2))
+    by_model: dict[str, list[str]] = {}
+    for label in labels:
+        by_model.setdefault(label.split("/")[0], []).append(label)
+    families["methods"] = [pair for ls in by_model.values()
+                           for pair in itertools.combinations(ls, 2)]
+    baselines = sorted({k.split("/")[1] for k in arrays if k.startswith("baseline/")})
+    families["vs_baselines"] = [(m, f"baseline/{b}") for m in sorted(model_labels)
+                                for b in baselines]
+
+    def absent(label: str) -> np.ndarray:
+        key = f"missing/{label}"
+        return arrays[key].astype(bool) if key in arrays else np.zeros(n_img, bool)
+
+    n_img = len(arrays["image_ids"])
+    rows: list[dict[str, Any]] = []
+    for metric in metrics:
+        for family, pairs in families.items():
+            if not pairs:
+                continue
+            # a pair with a NaN side (degenerate or missing map) is dropped from the test
+            # and from the bootstrap of the mean difference, and counted
+            results_f = [paired_comparison(values(a, metric), values(b, metric), test)
+                         for a, b in pairs]
+            diffs = np.stack([values(a, metric) - values(b, metric) for a, b in pairs])
+            gone = [absent(a) | absent(b) for a, b in pairs]
+            mean, lo, hi = bootstrap_ci(diffs, jax.random.fold_in(key, len(rows)),
+                                        n_resamples=config.n_bootstrap)
+            adjusted = holm([r.p_value for r in results_f])
+            for (a, b), r, p_adj, mu, l_, h_, d, g in zip(pairs, results_f, adjusted, mean, lo,
+                                                           hi, diffs, gone, strict=True):
+                rows.append({"metric": metric, "family": family, "a": a, "b": b,
+                             "layer_a": best.get(a, -1), "layer_b": best.get(b, -1),
+                             "mean_diff": float(mu), "ci_lo": float(l_), "ci_hi": float(h_),
+                             "test": r.test, "statistic": r.statistic, "p": r.p_value,
+                             "p_holm": float(p_adj), "significant": bool(p_adj < 0.05),
+                             "d_z": r.effect_dz, "n": r.n,
+                             "n_degenerate": int((~np.isfinite(d) & ~g).sum()),
+                             "n_missing": int(g.sum()),
+                             "holm_family": f"{metric}/{family} ({len(pairs)} tests)"})
+    ev = json.loads((results / "evaluate_manifest.json").read_text())
+    # the results folder is rewritten as a unit: evaluate's files carried over, compare's
+    # new, a report made from the old comparison dropped
+    with staged_folder(results, keep=EVALUATE_FILES,
+                       owned=(*COMPARE_FILES, REPORT_FOLDER)) as stage:
+        _write_csv(stage / "compare.csv", rows)
+        return write_manifest(stage / "compare_manifest.json", command="compare",
+                              config=config.to_dict(), weights=ev.get("weights", {}),
+                              seeds={"bootstrap": config.seed + 1},
+                              timings={"total": time.perf_counter() - t0},
+                              extra={"tests": len(rows), "best_layers": best,
+                                     "partial": bool(ev.get("partial")),
+                                     "missing": ev.get("missing", {})})
