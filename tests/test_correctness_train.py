@@ -33,8 +33,8 @@ from ssl_jax.cli import main
 from ssl_jax.core.errors import UserError
 from ssl_jax.io.runs import RunCheckpoints, read_run
 from ssl_jax.train import FinetuneConfig
-from ssl_jax.workflows.finetune import finetune
 from ssl_jax.train.step import initial_state_like
+from ssl_jax.workflows.finetune import finetune
 
 
 @pytest.fixture(scope="module")

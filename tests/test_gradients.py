@@ -19,7 +19,7 @@ import hf_reference as ref  # noqa: E402
 from test_attention_support import images, tiny  # noqa: E402
 
 import ssl_jax  # noqa: E402
-from ssl_jax.attention import (  # noqa: E402
+from ssl_jax.attention import (
     attention_gradient,
     grad_cam,
     gradient_saliency,

@@ -206,8 +206,13 @@ def test_grid_middle_axes_and_batch_size():
 def test_empty_union_iou_zero_and_coverage_of_zero_map():
     a = np.zeros((1, H, W), np.float32)
     g = np.zeros((1, H, W), bool)
-    assert float(M.iou(a, g, 90)[0]) == 0.0
-    assert float(M.coverage(a, np.ones_like(g))[0]) == 0.0
+    # issue 12: the all-zero map is degenerate, NaN in every metric (was 0.0 and 0.0)
+    assert np.isnan(float(M.iou(a, g, 90)[0]))
+    assert np.isnan(float(M.coverage(a, np.ones_like(g))[0]))
+    tiny = a.copy()
+    tiny[0, 0, 0] = 1e-9  # a real map: IoU 0 with an empty mask, coverage 0 below 1e-8 energy
+    assert float(M.iou(tiny, g, 90)[0]) == 0.0
+    assert float(M.coverage(tiny, np.ones_like(g))[0]) == 0.0
 
 
 def test_box_iou_pointing_and_top_k_match_loops():

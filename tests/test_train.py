@@ -20,8 +20,8 @@ import ssl_jax
 from ssl_jax.io.runs import RunCheckpoints, export_hf, load_classifier, load_finetuned, read_run
 from ssl_jax.models import CheckpointError
 from ssl_jax.train import FinetuneConfig, LoraConfig, batch_logits
-from ssl_jax.workflows.finetune import finetune
 from ssl_jax.train.step import initial_state_like
+from ssl_jax.workflows.finetune import finetune
 
 LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.1)
 

@@ -18,7 +18,7 @@ from test_train_support import tiny_hf_model  # noqa: E402
 
 import ssl_jax  # noqa: E402
 from ssl_jax.models.convert import convert_state_dict  # noqa: E402
-from ssl_jax.train import (  # noqa: E402
+from ssl_jax.train import (
     LoraConfig,
     batch_logits,
     init_head,

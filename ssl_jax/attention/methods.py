@@ -9,14 +9,7 @@ from collections.abc import Sequence
 
 import jax
 
-from ssl_jax.attention.maps import (
-    Method,
-    cls_map,
-    cls_row_map,
-    mean_map,
-    probe_map,
-    tokens_to_grid,
-)
+from ssl_jax.attention.maps import Method, cls_map, cls_row_map, mean_map, probe_map, tokens_to_grid
 from ssl_jax.attention.rollout import rollout_map
 from ssl_jax.models.fusion import Fusion
 

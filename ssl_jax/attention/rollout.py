@@ -19,10 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.attention.maps import tokens_to_grid
-from ssl_jax.models.fusion import (
-    RolloutOptions,
-    rollout_step,
-)
+from ssl_jax.models.fusion import RolloutOptions, rollout_step
 
 
 def _check_attentions(attentions: jax.Array) -> None:

@@ -3,6 +3,10 @@ localisation metrics the original lacks, aggregation helpers and baseline maps (
 
 Entry point for the study: `alignment_grid(maps (I, ..., H, W), masks (I, H, W), targets)`
 — IoU at 7 percentiles, coverage, pointing, MSE and KL for every map in one jitted call.
+
+`degenerate(maps)` (True where a map has a non-finite value, no positive mass or is
+constant) is the rule by which every metric here returns NaN instead of a sanitised,
+tie-broken number; the aggregation helpers skip NaN and report the count (``excluded``).
 """
 
 from ssl_jax.metrics.aggregate import (
@@ -23,6 +27,7 @@ from ssl_jax.metrics.alignment import (
     box_pointing,
     corloc,
     coverage,
+    degenerate,
     descending_order,
     dilate,
     iou,
@@ -77,12 +82,13 @@ __all__ = [
     "EMD_GRID_SIZE", "EPS", "N_RANDOM_TRIALS", "PERCENTILES", "SegmentStats", "Summary",
     "alignment_grid", "alignment_metrics", "argmax_yx", "box_from_mask", "box_iou",
     "box_iou_edges", "box_masks", "box_pointing", "by_feature", "by_label_any", "by_style",
-    "center_gaussian", "corloc", "coverage", "descending_order", "describe", "dilate", "emd",
-    "emd_grids", "gaussian_target", "gaussian_targets", "grey_resized", "image_seed", "iou",
-    "iou_at_percentiles", "jaccard", "kl_from_terms", "kl_target_attention", "lost_corloc",
-    "lower_median", "mass_jaccard", "mass_threshold_mask", "mse", "normalize_transport_weights",
-    "pixel_ranks", "pointing_hit", "random_maps", "random_maps_for_ids", "ranking_values",
-    "relevance_mass_accuracy", "relevance_rank_accuracy", "roc_auc", "saliency_prior", "sanitize",
-    "segment_stats", "sobel_edges", "sobel_magnitude", "target_terms", "threshold_counts",
-    "threshold_masks", "top_k_pointing", "top_order", "wasserstein1",
+    "center_gaussian", "corloc", "coverage", "degenerate", "descending_order", "describe",
+    "dilate", "emd", "emd_grids", "gaussian_target", "gaussian_targets", "grey_resized",
+    "image_seed", "iou", "iou_at_percentiles", "jaccard", "kl_from_terms", "kl_target_attention",
+    "lost_corloc", "lower_median", "mass_jaccard", "mass_threshold_mask", "mse",
+    "normalize_transport_weights", "pixel_ranks", "pointing_hit", "random_maps",
+    "random_maps_for_ids", "ranking_values", "relevance_mass_accuracy", "relevance_rank_accuracy",
+    "roc_auc", "saliency_prior", "sanitize", "segment_stats", "sobel_edges", "sobel_magnitude",
+    "target_terms", "threshold_counts", "threshold_masks", "top_k_pointing", "top_order",
+    "wasserstein1",
 ]

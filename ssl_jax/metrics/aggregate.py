@@ -1,9 +1,15 @@
 """Aggregation of per-image / per-box metrics by integer labels (feature type, style), NaN-aware
 and vectorised with segment sums.
 
+NaN is "no value" throughout (an empty mask, a padding box, a degenerate map — see
+`alignment.degenerate`): every helper skips it and reports how many it skipped
+(``excluded``), so a table can say "n = 130 (9 degenerate maps excluded)".
+
 * `segment_stats(values, labels, num_segments)`: values (N, ...) with labels (N,) →
   mean, std (ddof 1; 0 for a single value, as the original's ``aggregate_by_feature_type``),
-  count — NaN values and labels < 0 are skipped; an empty segment has mean NaN, count 0.
+  count, excluded — NaN (non-finite) values and labels < 0 are skipped; ``excluded`` counts
+  the skipped non-finite values of each segment (labels < 0, e.g. padding, are not
+  counted); an empty segment has mean NaN, count 0.
 * `by_feature(box_values, labels, valid, num_labels)`: box metrics (I, ..., K) (e.g.
   `box_iou`) with element labels (I, K) → stats per label (num_labels, ...).
 * `by_style(values, styles, num_styles)`: values (I, ...) with styles either (I,) ints
@@ -11,7 +17,9 @@ and vectorised with segment sums.
   image counts under each of its styles).
 * `by_label_any(box_hits, labels, valid, num_labels)`: OR over an image's boxes that share a
   label (per-feature pointing game) → (I, ..., num_labels) float, NaN where the image has no
-  box of that label.
+  box of that label or a box of that label has a NaN hit (a degenerate map).
+* `describe(values, axis)`: mean, std, population std, lower median, count, excluded
+  (non-finite values skipped).
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from ssl_jax.metrics.alignment import jit_static
 class SegmentStats(NamedTuple):
     mean: jax.Array
     std: jax.Array
-    count: jax.Array
+    count: jax.Array  # values used
+    excluded: jax.Array  # non-finite values skipped (degenerate maps, …)
 
 
 @jit_static("num_segments")
@@ -38,7 +47,8 @@ def segment_stats(values, labels, num_segments: int) -> SegmentStats:
     if lab.ndim != 1 or v.shape[:1] != lab.shape:
         raise ValueError(f"labels must be (N,) for values (N, ...); got labels {lab.shape}, "
                          f"values {v.shape}")
-    ok = jnp.isfinite(v) & (lab >= 0).reshape((-1,) + (1,) * (v.ndim - 1))
+    labelled = (lab >= 0).reshape((-1,) + (1,) * (v.ndim - 1))
+    ok = jnp.isfinite(v) & labelled
     seg = jnp.where(lab >= 0, lab, num_segments)  # out-of-range ids are dropped
     x = jnp.where(ok, v, 0.0)
     w = ok.astype(jnp.float32)
@@ -49,7 +59,9 @@ def segment_stats(values, labels, num_segments: int) -> SegmentStats:
     s2 = jax.ops.segment_sum(dev * dev, seg, num_segments)
     std = jnp.where(cnt > 1, jnp.sqrt(s2 / jnp.maximum(cnt - 1, 1)),
                     jnp.where(cnt == 1, 0.0, jnp.nan))
-    return SegmentStats(mean, std, cnt)
+    skipped = jax.ops.segment_sum((~jnp.isfinite(v) & labelled).astype(jnp.int32), seg,
+                                  num_segments)
+    return SegmentStats(mean, std, cnt, skipped)
 
 
 def by_feature(box_values, labels, valid, num_labels: int) -> SegmentStats:
@@ -90,7 +102,8 @@ def by_label_any(box_hits, labels, valid, num_labels: int) -> jax.Array:
     oh = onehot.reshape(onehot.shape[:1] + (1,) * extra + onehot.shape[1:])
     hit = jnp.any(oh & (jnp.nan_to_num(h, nan=0.0) > 0.5)[..., None], axis=-2)
     present = jnp.any(oh, axis=-2)
-    return jnp.where(present, hit.astype(jnp.float32), jnp.nan)
+    undefined = jnp.any(oh & jnp.isnan(h)[..., None], axis=-2)
+    return jnp.where(present & ~undefined, hit.astype(jnp.float32), jnp.nan)
 
 
 class Summary(NamedTuple):
@@ -98,7 +111,8 @@ class Summary(NamedTuple):
     std: jax.Array  # ddof 1 (the original's per-metric summaries)
     std_pop: jax.Array  # ddof 0 (the original's baseline summaries)
     median: jax.Array  # lower median (torch.median)
-    count: jax.Array
+    count: jax.Array  # values used
+    excluded: jax.Array  # non-finite values skipped (degenerate maps, …)
 
 
 @jit_static("axis")
@@ -116,12 +130,11 @@ def describe(values, axis: int = 0) -> Summary:
     return Summary(jnp.where(cnt > 0, mean, nan),
                    jnp.where(cnt > 1, jnp.sqrt(ss / jnp.maximum(cnt - 1, 1)), nan),
                    jnp.where(cnt > 0, jnp.sqrt(ss / jnp.maximum(cnt, 1)), nan),
-                   jnp.where(cnt > 0, med, nan), cnt)
+                   jnp.where(cnt > 0, med, nan), cnt, jnp.sum(~ok, axis=-1))
 
 
 @jit_static("axis")
 def lower_median(values, axis: int = 0) -> jax.Array:
-    """torch.median semantics: the lower of the two middle values for even counts."""
-    v = jnp.sort(jnp.asarray(values, jnp.float32), axis=axis)
-    n = v.shape[axis]
-    return jnp.take(v, (n - 1) // 2, axis=axis)
+    """torch.median semantics (the lower of the two middle values for even counts) over the
+    finite values; NaN where there are none (`describe` also reports how many it skipped)."""
+    return describe(values, axis).median

@@ -13,6 +13,22 @@ ranks below every number (it never enters a top-k set before a finite pixel) and
 equals +0.0. One `jax.lax.top_k` (stable: equal values keep index order) of the largest k
 serves every percentile of a call (for 16-bit float maps, one packed integer sort —
 `_packed16_order`).
+
+Degenerate maps (`degenerate`). A map is degenerate when it has any non-finite value (NaN,
+±inf), no finite positive mass (every value ≤ 0, the all-zero map included) or is constant
+(max = min). Every metric of a degenerate map is NaN — IoU at every percentile, coverage,
+pointing, top-k pointing, per-box IoU and pointing (and so per-feature pointing), MSE, KL,
+EMD and the localisation metrics — in the standalone functions and in the fused grid alike
+(a validity flag per map, then `where`; static shapes, no host round trip). Why NaN: such a
+map carries no ranking, so any number would come from the repair rather than the map. The
+original (and this port before) sanitised first (NaN/±inf → 0, clamp ≥ 0) and then let the
+tie rule (flat index ascending) pick the top-k pixels: an all-NaN map became all zeros whose
+"top 10 %" is the first rows (IoU@90 0.98 against a box in the top rows), a map with one
++inf pixel pointed at it (pointing 1) while its sanitised mass was zero (coverage 0), and a
+constant map scored whatever box lay at the top left. Non-degenerate maps get exactly the
+numbers they got before. NaN-aware aggregation (`aggregate`) skips such maps and reports how
+many it excluded; tables count them. Masks, orders and ranks (`threshold_masks`,
+`top_order`, `pixel_ranks`, …) are not metrics and keep the sanitise-then-tie rule.
 """
 
 from __future__ import annotations
@@ -78,6 +94,34 @@ def ranking_values(maps) -> jax.Array:
     v = _as_float(maps)
     v = jnp.where(jnp.isnan(v), -jnp.inf, v)
     return jnp.where(v == 0, jnp.float32(0), v)
+
+
+def _invalid(flat) -> jax.Array:
+    """Degenerate flag over the last axis of flat maps (..., n) in any float dtype."""
+    v = flat if jnp.issubdtype(flat.dtype, jnp.floating) else flat.astype(jnp.float32)
+    nonfinite = ~jnp.all(jnp.isfinite(v), axis=-1)
+    no_mass = ~jnp.any(v > 0, axis=-1)
+    constant = jnp.max(v, axis=-1) == jnp.min(v, axis=-1)
+    return nonfinite | no_mass | constant
+
+
+@jax.jit
+def degenerate(maps) -> jax.Array:
+    """(..., H, W) maps → (...) bool, True where a map is degenerate: any non-finite value,
+    no finite positive mass (all ≤ 0) or constant. Every metric is NaN for such a map."""
+    m = jnp.asarray(maps)
+    if m.ndim < 2:
+        raise ValueError(f"maps must be (..., H, W), got {m.shape}")
+    return _invalid(_flat(m))
+
+
+def _nan_where_degenerate(out, maps, extra: int = 0) -> jax.Array:
+    """out (..., *extra axes) as float32, NaN where the map (leading axes of `maps`,
+    broadcast against out's leading axes) is degenerate."""
+    bad = degenerate(maps)
+    bad = bad.reshape(bad.shape + (1,) * extra)
+    bad = jnp.broadcast_to(bad, jnp.broadcast_shapes(bad.shape, jnp.shape(out)))
+    return jnp.where(bad, jnp.float32(jnp.nan), jnp.asarray(out, jnp.float32))
 
 
 def _check_spatial(maps, masks, what: str = "masks", broadcast: bool = True) -> None:
@@ -202,20 +246,21 @@ def iou_at_percentiles(maps, gt, percentiles: Sequence[float]):
 
     maps (..., H, W); gt bool broadcastable to maps. Returns ``(iou (..., P),
     attention_area (P,), annotation_area (...))``: IoU = |M∩G| / (|M∪G| + 1e-8), 0 when the
-    union is empty; areas are fractions of H·W (SPEC R4.1).
+    union is empty, NaN for a degenerate map; areas are fractions of H·W (SPEC R4.1).
     """
     _check_spatial(maps, gt)
     h, w = maps.shape[-2:]
     n = h * w
     ks = threshold_counts(n, percentiles)
     shape = jnp.broadcast_shapes(maps.shape, jnp.shape(gt))
+    raw = maps
     maps = jnp.broadcast_to(maps, shape)
     g = _flat(jnp.broadcast_to(jnp.asarray(gt, bool), shape))
     order = top_order(maps, int(ks.max()))
     inter = _prefix_hits(jnp.take_along_axis(g, order, axis=-1), ks).astype(jnp.float32)
     g_count = jnp.sum(g, axis=-1, dtype=jnp.int32).astype(jnp.float32)
     union = jnp.asarray(ks, jnp.float32) + g_count[..., None] - inter
-    iou = jnp.where(union > 0, inter / (union + EPS), 0.0)
+    iou = _nan_where_degenerate(jnp.where(union > 0, inter / (union + EPS), 0.0), raw, 1)
     return iou, jnp.asarray(ks / n, jnp.float32), g_count / n
 
 
@@ -227,12 +272,14 @@ def iou(maps, gt, percentile: float = 90):
 
 @jax.jit
 def coverage(maps, gt) -> jax.Array:
-    """Fraction of the sanitised attention energy inside the mask; 0 for an all-zero map."""
+    """Fraction of the sanitised attention energy inside the mask (0 when that energy is
+    below 1e-8); NaN for a degenerate map."""
     _check_spatial(maps, gt)
     a = sanitize(maps)
     total = jnp.sum(a, axis=(-2, -1))
     inside = jnp.sum(jnp.where(jnp.asarray(gt, bool), a, 0.0), axis=(-2, -1))
-    return jnp.where(total < EPS, 0.0, inside / jnp.maximum(total, EPS))
+    return _nan_where_degenerate(jnp.where(total < EPS, 0.0, inside / jnp.maximum(total, EPS)),
+                                 maps)
 
 
 @jit_static("height", "width")
@@ -251,8 +298,8 @@ def box_masks(edges, valid, height: int, width: int) -> jax.Array:
 def box_iou(maps, edges, valid, percentiles: Sequence[float]) -> jax.Array:
     """Per-box IoU of the top-k mask with each box's own mask (SPEC R4.1
     ``compute_per_bbox_iou``): maps (I, ..., H, W), edges (I, K, 4), valid (I, K) →
-    (I, ..., P, K), NaN for padding boxes; IoU = |M∩B| / (|M∪B| + 1e-8), 0 if the union is
-    empty."""
+    (I, ..., P, K), NaN for padding boxes and degenerate maps; IoU = |M∩B| / (|M∪B| + 1e-8),
+    0 if the union is empty."""
     _check_edges(edges, valid)
     maps = jnp.asarray(maps)
     if edges.shape[0] != maps.shape[0] or maps.ndim < 3:
@@ -266,7 +313,7 @@ def box_iou(maps, edges, valid, percentiles: Sequence[float]) -> jax.Array:
     tmk = tm[..., None, :, :]  # (I, ..., P, 1, H, W)
     inter = jnp.sum(tmk & bm, axis=(-2, -1), dtype=jnp.int32).astype(jnp.float32)
     union = jnp.sum(tmk | bm, axis=(-2, -1), dtype=jnp.int32).astype(jnp.float32)
-    out = jnp.where(union > 0, inter / (union + EPS), 0.0)
+    out = _nan_where_degenerate(jnp.where(union > 0, inter / (union + EPS), 0.0), maps, 2)
     v = jnp.asarray(valid, bool).reshape(valid.shape[:1] + (1,) * extra + valid.shape[1:])
     return jnp.where(v, out, jnp.nan)
 
@@ -309,30 +356,34 @@ def argmax_yx(maps) -> tuple[jax.Array, jax.Array]:
 
 @jit_static("tolerance")
 def pointing_hit(maps, gt, tolerance: int = 0) -> jax.Array:
-    """1.0 where the first maximum (row-major) falls in the mask dilated by `tolerance` px."""
+    """1.0 where the first maximum (row-major) falls in the mask dilated by `tolerance` px,
+    else 0.0; NaN for a degenerate map."""
     _check_spatial(maps, gt)
     shape = jnp.broadcast_shapes(maps.shape, jnp.shape(gt))
     idx = jnp.argmax(_flat(ranking_values(jnp.broadcast_to(maps, shape))), axis=-1)
     g = _flat(jnp.broadcast_to(dilate(gt, tolerance), shape))
-    return jnp.take_along_axis(g, idx[..., None], axis=-1)[..., 0].astype(jnp.float32)
+    hit = jnp.take_along_axis(g, idx[..., None], axis=-1)[..., 0]
+    return _nan_where_degenerate(hit, maps)
 
 
 @jit_static("k", "tolerance")
 def top_k_pointing(maps, gt, k: int = 5, tolerance: int = 0) -> jax.Array:
-    """Number of the k top-ranked pixels inside the (dilated) mask: (...,) int32."""
+    """Number of the k top-ranked pixels inside the (dilated) mask: (...,) float32 (an
+    integer count; NaN for a degenerate map)."""
     _check_spatial(maps, gt)
     shape = jnp.broadcast_shapes(maps.shape, jnp.shape(gt))
     order = top_order(jnp.broadcast_to(maps, shape), k)
     g = _flat(jnp.broadcast_to(dilate(gt, tolerance), shape))
-    return jnp.sum(jnp.take_along_axis(g, order, axis=-1), axis=-1, dtype=jnp.int32)
+    hits = jnp.sum(jnp.take_along_axis(g, order, axis=-1), axis=-1, dtype=jnp.int32)
+    return _nan_where_degenerate(hits, maps)
 
 
 @jit_static("tolerance")
 def box_pointing(maps, edges, valid, tolerance: int = 0) -> jax.Array:
     """Per-box pointing (SPEC R4.2 ``pointing_game_by_feature`` before the OR by label):
     maps (I, ..., H, W), edges (I, K, 4), valid (I, K) → (I, ..., K) float, 1.0 if the first
-    maximum lies in the box dilated by `tolerance` (clipped to the image), NaN for padding.
-    OR over boxes of one label with `aggregate.by_label_any`."""
+    maximum lies in the box dilated by `tolerance` (clipped to the image), NaN for padding
+    and for a degenerate map. OR over boxes of one label with `aggregate.by_label_any`."""
     _check_edges(edges, valid)
     if tolerance < 0 or int(tolerance) != tolerance:
         raise ValueError(f"tolerance must be a non-negative integer of pixels, got {tolerance}")
@@ -350,4 +401,4 @@ def box_pointing(maps, edges, valid, tolerance: int = 0) -> jax.Array:
     hit = ((x[..., None] >= x1 - t) & (x[..., None] < x2 + t)
            & (y[..., None] >= y1 - t) & (y[..., None] < y2 + t) & nonempty)
     v = jnp.asarray(valid, bool).reshape(valid.shape[:1] + (1,) * extra + valid.shape[1:])
-    return jnp.where(v, hit.astype(jnp.float32), jnp.nan)
+    return jnp.where(v, _nan_where_degenerate(hit, maps, 1), jnp.nan)

@@ -11,6 +11,11 @@ per image and shared by all its maps. Images are processed by `jax.lax.map` one 
 maps) or in vmapped chunks of `batch_size` images (memory ∝ batch_size × maps per image).
 Maps may be float16 (upcast per chunk), so a 16,680-map grid at 224² needs 1.7 GB of input
 and a few hundred MB of temporaries.
+
+Degenerate maps (`alignment.degenerate`: any non-finite value, no positive mass, or
+constant) get NaN in every metric (IoU at every percentile, coverage, pointing, MSE, KL) —
+one flag per map, `where`d into the outputs; "annotation_area" is the mask's and stays. The
+original sanitised such maps and tie-broke them into numbers (see `alignment`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 from ssl_jax.metrics.alignment import (
     EPS,
     _check_spatial,
+    _invalid,
     _prefix_hits,
     dilate,
     ranking_values,
@@ -63,6 +69,7 @@ def _grid(maps, masks, targets, percentiles, tolerance, batch_size, with_target)
     def one(args):
         m, g, gd, p, plogp, tg = args
         v = ranking_values(m)  # (r, n) float32
+        bad = _invalid(m)  # (r,) degenerate maps → NaN in every metric
 
         order = top_order(m.reshape(r, h, w), kmax)  # packed sort for 16-bit maps
         inter = _prefix_hits(g[order], ks).astype(jnp.float32)  # (r, P)
@@ -82,6 +89,11 @@ def _grid(maps, masks, targets, percentiles, tolerance, batch_size, with_target)
             cross = jnp.sum(jnp.log(ae) * p, axis=-1) - jnp.log(s)  # no TF32 matmul
             ok = jnp.isfinite(s) & (s > 0)
             out["kl"] = jnp.where(ok, plogp - cross, plogp + jnp.log(jnp.float32(n)))
+        nan = jnp.float32(jnp.nan)
+        for name in out:
+            if name != "annotation_area":
+                flag = bad[:, None] if out[name].ndim == 2 else bad
+                out[name] = jnp.where(flag, nan, out[name])
         return out
 
     res = jax.lax.map(one, (maps, g_all, gd_all, p_all, plogp_all, t_all),
@@ -102,7 +114,8 @@ def alignment_grid(maps, masks, targets=None, percentiles: Sequence[float] = PER
     maps (I, ..., H, W) float (float16 accepted), masks (I, H, W) bool union masks, targets
     (I, H, W) soft Gaussian targets or None (then no "mse"/"kl"). Returns {name: (I, ...)}:
     "iou@<p>" per percentile, "coverage", "pointing" (1.0 hit, tolerance in px),
-    "annotation_area", "mse", "kl". `batch_size` images are processed per step.
+    "annotation_area", "mse", "kl" — NaN (but "annotation_area") for a degenerate map.
+    `batch_size` images are processed per step.
     """
     maps = jnp.asarray(maps)
     masks = jnp.asarray(masks)

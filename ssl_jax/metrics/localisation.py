@@ -3,7 +3,10 @@ accuracy and ROC-AUC; DINO's attention-mass threshold with Jaccard; box-from-mas
 connected component) with LOST-style CorLoc.
 
 An empty ground-truth mask makes these metrics undefined: they return NaN (never a hit, never
-0), so that NaN-aware means skip the image instead of scoring it.
+0), so that NaN-aware means skip the image instead of scoring it. So does a degenerate map
+(`alignment.degenerate`: any non-finite value, no positive mass, or constant) for every
+metric of a map here (mass accuracy, rank accuracy, ROC-AUC, mass Jaccard); the masks
+(`mass_threshold_mask`) and boxes stay as computed from the sanitised map.
 
 * Relevance mass accuracy (Arras et al. 2022; Quantus ``RelevanceMassAccuracy``):
   Σ_{G} |a| / Σ |a| (Quantus takes ``abs`` by default; max-normalisation cancels).
@@ -35,6 +38,7 @@ from scipy import ndimage
 from ssl_jax.metrics.alignment import (
     _check_spatial,
     _flat,
+    _nan_where_degenerate,
     jit_static,
     ranking_values,
     sanitize,
@@ -51,7 +55,8 @@ def relevance_mass_accuracy(maps, gt) -> jax.Array:
     inside = jnp.sum(jnp.where(g, a, 0.0), axis=(-2, -1))
     total = jnp.sum(a, axis=(-2, -1))
     empty = ~jnp.any(g, axis=(-2, -1))
-    return jnp.where(empty | (total <= 0), jnp.nan, inside / jnp.where(total > 0, total, 1.0))
+    out = jnp.where(empty | (total <= 0), jnp.nan, inside / jnp.where(total > 0, total, 1.0))
+    return _nan_where_degenerate(out, maps)
 
 
 @jax.jit
@@ -65,7 +70,7 @@ def relevance_rank_accuracy(maps, gt) -> jax.Array:
     k = jnp.sum(g, axis=-1, dtype=jnp.int32)
     g_sorted = jnp.take_along_axis(g, order, axis=-1)
     within = jnp.sum(g_sorted & (jnp.arange(n) < k[..., None]), axis=-1, dtype=jnp.int32)
-    return jnp.where(k > 0, within / jnp.maximum(k, 1), jnp.nan)
+    return _nan_where_degenerate(jnp.where(k > 0, within / jnp.maximum(k, 1), jnp.nan), maps)
 
 
 @jax.jit
@@ -87,7 +92,7 @@ def roc_auc(maps, gt) -> jax.Array:
     n_neg = n - n_pos
     r_pos = jnp.sum(jnp.where(g, mid, 0.0), axis=-1)
     auc = (r_pos - n_pos * (n_pos + 1) / 2) / jnp.maximum(n_pos * n_neg, 1.0)
-    return jnp.where((n_pos > 0) & (n_neg > 0), auc, jnp.nan)
+    return _nan_where_degenerate(jnp.where((n_pos > 0) & (n_neg > 0), auc, jnp.nan), maps)
 
 
 @jit_static("fraction")
@@ -120,9 +125,10 @@ def jaccard(a, b) -> jax.Array:
 
 @jit_static("fraction")
 def mass_jaccard(maps, gt, fraction: float = 0.6) -> jax.Array:
-    """Jaccard of DINO's mass-threshold mask with the ground truth."""
+    """Jaccard of DINO's mass-threshold mask with the ground truth; NaN for a degenerate
+    map."""
     _check_spatial(maps, gt)
-    return jaccard(mass_threshold_mask(maps, fraction), gt)
+    return _nan_where_degenerate(jaccard(mass_threshold_mask(maps, fraction), gt), maps)
 
 
 # --------------------------------------------------------------------------- boxes (host)

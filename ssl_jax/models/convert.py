@@ -31,8 +31,8 @@ class Entry:
     torch_shape: tuple[int, ...]
     transform: Callable[[np.ndarray], np.ndarray]
     layer: int | None = None  # index into the stacked layer axis
-    slot: int | None = None  # q/k/v slot of the fused qkv projection
-    optional: bool = False  # absent → zeros (DINOv3's k bias; unused mask tokens)
+    slot: int | None = None  # index on the fused qkv axis (kernel: q/k/v; bias: present slot)
+    optional: bool = False  # absent → zeros (unused mask tokens)
 
 
 # ---- tensor transforms (torch layout → flax layout) -----------------------------------------
@@ -79,13 +79,20 @@ def param_shapes(spec: ModelSpec) -> dict:
         embed["pos"] = (int(spec.has_cls) + spec.pos_grid**2, d)
     if spec.family in ("dinov2", "dinov3"):
         embed["mask_token"] = (d,)
-    block = {
-        "norm1": ln,
-        "attn": {"qkv": {"kernel": (d, 3, h, dh), "bias": (3, h, dh)},
-                 "out": {"kernel": (h, dh, d), "bias": (d,)}},
-        "norm2": ln,
-        "mlp": {"fc1": {"kernel": (d, m), "bias": (m,)}, "fc2": {"kernel": (m, d), "bias": (d,)}},
-    }
+    # a bias the architecture lacks is no parameter at all (DINOv3's key bias): the fused
+    # qkv bias holds only the present slots, `spec.qkv_bias_slots`, in order
+    qkv: dict = {"kernel": (d, 3, h, dh)}
+    if spec.qkv_bias_slots:
+        qkv["bias"] = (len(spec.qkv_bias_slots), h, dh)
+    out: dict = {"kernel": (h, dh, d)}
+    fc1: dict = {"kernel": (d, m)}
+    fc2: dict = {"kernel": (m, d)}
+    if spec.proj_bias:
+        out["bias"] = (d,)
+    if spec.mlp_bias:
+        fc1["bias"], fc2["bias"] = (m,), (d,)
+    block = {"norm1": ln, "attn": {"qkv": qkv, "out": out}, "norm2": ln,
+             "mlp": {"fc1": fc1, "fc2": fc2}}
     if spec.layerscale:
         block["ls1"], block["ls2"] = (d,), (d,)
     tree: dict = {"embed": embed, "blocks": _map_shapes(block, lambda s: (n_l, *s))}
@@ -133,10 +140,10 @@ _IGNORED = {
 }
 
 
-def _layer_entries(
-    spec: ModelSpec, i: int, names: Mapping[str, tuple[str, ...]], optional_k_bias: bool = False
-) -> list[Entry]:
-    """Entries of one transformer layer. `names` maps our part → accepted key stems."""
+def _layer_entries(spec: ModelSpec, i: int, names: Mapping[str, tuple[str, ...]]) -> list[Entry]:
+    """Entries of one transformer layer. `names` maps our part → accepted key stems. Biases
+    the architecture lacks (spec.qkv_bias, proj_bias, mlp_bias) have no entry: a checkpoint
+    that carries one is refused (unexpected key), as it describes a different model."""
     d, h, dh, m = spec.hidden_size, spec.num_heads, spec.head_dim, spec.mlp_dim
     out: list[Entry] = []
 
@@ -150,14 +157,17 @@ def _layer_entries(
     for slot, part in enumerate(("q", "k", "v")):
         add(part, "weight", ("blocks", "attn", "qkv", "kernel"), (h * dh, d), _heads_in(d, h, dh),
             slot=slot)
-        add(part, "bias", ("blocks", "attn", "qkv", "bias"), (h * dh,), _reshape((h, dh)),
-            slot=slot, optional=optional_k_bias and part == "k")
+        if slot in spec.qkv_bias_slots:
+            add(part, "bias", ("blocks", "attn", "qkv", "bias"), (h * dh,), _reshape((h, dh)),
+                slot=spec.qkv_bias_slots.index(slot))
     add("o", "weight", ("blocks", "attn", "out", "kernel"), (d, h * dh), _heads_out(d, h, dh))
-    add("o", "bias", ("blocks", "attn", "out", "bias"), (d,), _identity)
+    if spec.proj_bias:
+        add("o", "bias", ("blocks", "attn", "out", "bias"), (d,), _identity)
     add("fc1", "weight", ("blocks", "mlp", "fc1", "kernel"), (m, d), _dense)
-    add("fc1", "bias", ("blocks", "mlp", "fc1", "bias"), (m,), _identity)
     add("fc2", "weight", ("blocks", "mlp", "fc2", "kernel"), (d, m), _dense)
-    add("fc2", "bias", ("blocks", "mlp", "fc2", "bias"), (d,), _identity)
+    if spec.mlp_bias:
+        add("fc1", "bias", ("blocks", "mlp", "fc1", "bias"), (m,), _identity)
+        add("fc2", "bias", ("blocks", "mlp", "fc2", "bias"), (d,), _identity)
     if spec.layerscale:
         add("ls1", "lambda1", ("blocks", "ls1"), (d,), _identity)
         add("ls2", "lambda1", ("blocks", "ls2"), (d,), _identity)
@@ -228,7 +238,7 @@ def key_map(spec: ModelSpec) -> list[Entry]:
                 "fc2": tuple(f"{s}.mlp.down_proj" for s in stems),
                 "ls1": tuple(f"{s}.layer_scale1" for s in stems),
                 "ls2": tuple(f"{s}.layer_scale2" for s in stems),
-            }, optional_k_bias=not spec.qkv_bias[1])
+            })
         entries += _ln(("norm",), ("final_norm",), d)
     elif fam == "mae":
         entries += [

@@ -60,12 +60,44 @@ def _apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, num_prefix: int) -
     return jnp.concatenate([prefix, patches * cos + rotated * sin], axis=0)
 
 
+class QKV(nn.Module):
+    """The fused q/k/v projection: kernel (dim, 3, heads, head_dim) and a bias that holds only
+    the slots the architecture has (`spec.qkv_bias_slots`), (n_present, heads, head_dim), or
+    no bias parameter when none has one.
+
+    An absent slot's bias is a constant zero built here, never a parameter: it cannot be
+    initialised, trained or exported as anything else. (It matters: DINOv3 has no key bias,
+    and with RoPE a key bias is not softmax-invariant, since each key rotates it differently.)
+    """
+
+    spec: ModelSpec
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        s = self.spec
+        features = (3, s.num_heads, s.head_dim)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(batch_axis=()),
+                            (x.shape[-1], *features))
+        slots = s.qkv_bias_slots
+        bias = (self.param("bias", nn.initializers.zeros, (len(slots), *features[1:]))
+                if slots else None)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        out = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+        if bias is None:
+            return out
+        if len(slots) < 3:
+            zero = jnp.zeros((1, *features[1:]), bias.dtype)
+            parts = [bias[slots.index(i)][None] if i in slots else zero for i in range(3)]
+            bias = jnp.concatenate(parts, axis=0)
+        return out + bias
+
+
 class Attention(nn.Module):
     """Multi-head self-attention that can return its post-softmax probabilities.
 
-    q, k and v share one fused projection (kernel (dim, 3, heads, head_dim)). A checkpoint
-    without a k bias (DINOv3) loads a zero k bias: q·(k+b) shifts every score of a query row
-    by the same q·b, so a k bias cannot change the softmax.
+    q, k and v share one fused projection (`QKV`); the output projection has a bias when
+    `spec.proj_bias`.
     """
 
     spec: ModelSpec
@@ -74,7 +106,7 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x, rope=None, num_prefix: int = 0, return_probs: bool = False):
         s = self.spec
-        qkv = nn.DenseGeneral((3, s.num_heads, s.head_dim), dtype=self.dtype, name="qkv")(x)
+        qkv = QKV(s, self.dtype, name="qkv")(x)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
         if rope is not None:
             q = _apply_rope(q, *rope, num_prefix)
@@ -95,7 +127,8 @@ class Attention(nn.Module):
             head_probs.append(p)
         out = jnp.stack(outs, axis=1)  # (T, heads, head_dim)
         probs = jnp.stack(head_probs) if return_probs else None  # (heads, T, T)
-        out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), dtype=self.dtype, name="out")(out)
+        out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), use_bias=s.proj_bias, dtype=self.dtype,
+                              name="out")(out)
         return out, probs
 
 
@@ -103,12 +136,13 @@ class MLP(nn.Module):
     hidden: int
     activation: Activation
     dtype: Dtype = jnp.float32
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
-        h = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+        h = nn.Dense(self.hidden, use_bias=self.use_bias, dtype=self.dtype, name="fc1")(x)
         h = activation_fn(self.activation)(h)
-        return nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(h)
+        return nn.Dense(x.shape[-1], use_bias=self.use_bias, dtype=self.dtype, name="fc2")(h)
 
 
 class Block(nn.Module):
@@ -126,7 +160,7 @@ class Block(nn.Module):
         if s.layerscale:
             a = a * self.param("ls1", nn.initializers.ones, (s.hidden_size,)).astype(a.dtype)
         x = x + a
-        m = MLP(s.mlp_dim, s.activation, self.dtype, name="mlp")(
+        m = MLP(s.mlp_dim, s.activation, self.dtype, s.mlp_bias, name="mlp")(
             layer_norm(s.layer_norm_eps, self.dtype, "norm2")(x)
         )
         if s.layerscale:

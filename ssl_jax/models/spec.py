@@ -108,6 +108,12 @@ class ModelSpec:
         return self.hidden_size // self.num_heads
 
     @property
+    def qkv_bias_slots(self) -> tuple[int, ...]:
+        """The q/k/v slots (0, 1, 2) that carry a bias: the fused qkv bias parameter holds
+        exactly these, in this order; an absent slot is no parameter at all (DINOv3's key)."""
+        return tuple(i for i, present in enumerate(self.qkv_bias) if present)
+
+    @property
     def pos_grid(self) -> int:
         """Side of the square learned position table (0 for RoPE models)."""
         return 0 if self.rope_theta is not None else self.image_size // self.patch_size

@@ -117,16 +117,21 @@ def score_features(maps, masks, labels, features=None, *, size: tuple[int, int] 
         raise ValueError(f"masks are {masks.shape[-2:]}, expected {size}")
     present = masks.any(axis=(-2, -1))  # (N, T)
     sums = {k: np.zeros((nf, masks.shape[1])) for k in ("iou", "coverage", "pointing")}
+    # a feature silent on an image gives a degenerate (constant) map: NaN in every metric
+    # (ssl_jax.metrics.degenerate), left out of that feature's mean rather than scored 0
+    used = np.zeros((nf, masks.shape[1]))
     for i in range(n):
         h = to_heatmap(jnp.asarray(maps[i]), size)[:, None]  # (F', 1, H, W)
         g = jnp.asarray(masks[i])[None]                       # (1, T, H, W)
-        w = present[i][None].astype(np.float64)
-        sums["iou"] += np.asarray(iou(h, g, percentile)) * w
-        sums["coverage"] += np.asarray(coverage(h, g)) * w
-        sums["pointing"] += np.asarray(pointing_hit(h, g)) * w
+        vals = {"iou": np.asarray(iou(h, g, percentile)), "coverage": np.asarray(coverage(h, g)),
+                "pointing": np.asarray(pointing_hit(h, g))}
+        ok = present[i][None] & np.isfinite(vals["iou"])
+        used += ok
+        for k, v in vals.items():
+            sums[k] += np.where(ok, v, 0.0)
     cnt = present.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        res = {k: np.where(cnt > 0, v / cnt, np.nan) for k, v in sums.items()}
+        res = {k: np.where(used > 0, v / np.maximum(used, 1), np.nan) for k, v in sums.items()}
     feats = np.arange(nf) if features is None else np.asarray(features)
     return SpatialScores(feats, np.asarray(labels), res["iou"], res["coverage"],
                          res["pointing"], cnt)

@@ -7,13 +7,7 @@ from ssl_jax.train.heads import batch_logits, feature_kind, features, init_head,
 from ssl_jax.train.lora import LoraConfig, init_lora, merge
 from ssl_jax.train.optim import class_weights, make_optimizer, schedule, weighted_cross_entropy
 from ssl_jax.train.probe import ProbeResult, extract_features, linear_probe
-from ssl_jax.train.step import (
-    STRATEGIES,
-    FinetuneConfig,
-    TrainData,
-    Trainer,
-    initial_trainable,
-)
+from ssl_jax.train.step import STRATEGIES, FinetuneConfig, TrainData, Trainer, initial_trainable
 
 __all__ = [
     "STRATEGIES", "AugmentConfig", "FinetuneConfig", "LoraConfig", "ProbeResult", "TrainData",
