@@ -17,17 +17,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import hf_reference as ref  # noqa: E402
-import transformers as tf  # noqa: E402
-from test_train_support import synthetic_data, tiny_hf_model  # noqa: E402
+import hf_reference as ref
+import transformers as tf
+from test_train_support import synthetic_data, tiny_hf_model
 
-import ssl_jax  # noqa: E402
+import ssl_jax
 from ssl_jax.io.runs import (
     export_hf,
     load_finetuned,
     params_to_state_dict,
 )
-from ssl_jax.models.spec import MODELS, bundled_spec  # noqa: E402
+from ssl_jax.models.spec import MODELS, bundled_spec
 from ssl_jax.train import FinetuneConfig, LoraConfig
 from ssl_jax.workflows.finetune import finetune
 

@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-import hf_reference as ref  # noqa: E402
+import hf_reference as ref
 
-from ssl_jax.core.errors import UserError  # noqa: E402
-from ssl_jax.io.store import CacheError, open_existing  # noqa: E402
-from ssl_jax.workflows.study.config import StudyConfig, load_config  # noqa: E402
-from ssl_jax.workflows.study.dataset import study_images  # noqa: E402
-from ssl_jax.workflows.study.evaluate import run_evaluate  # noqa: E402
-from ssl_jax.workflows.study.run_extract import run_extract  # noqa: E402
+from ssl_jax.core.errors import UserError
+from ssl_jax.io.store import CacheError, open_existing
+from ssl_jax.workflows.study.config import StudyConfig, load_config
+from ssl_jax.workflows.study.dataset import study_images
+from ssl_jax.workflows.study.evaluate import run_evaluate
+from ssl_jax.workflows.study.run_extract import run_extract
 
 N_IMAGES = 6
 QUIET = {"progress": False, "log": lambda s: None}

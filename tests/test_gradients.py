@@ -15,10 +15,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import hf_reference as ref  # noqa: E402
-from test_attention_support import images, tiny  # noqa: E402
+import hf_reference as ref
+from test_attention_support import images, tiny
 
-import ssl_jax  # noqa: E402
+import ssl_jax
 from ssl_jax.attention import (
     attention_gradient,
     grad_cam,

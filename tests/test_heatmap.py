@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ssl_jax import Transform  # noqa: E402
-from ssl_jax.attention import minmax_normalize, to_heatmap, to_original_frame, upsample  # noqa: E402
+from ssl_jax import Transform
+from ssl_jax.attention import minmax_normalize, to_heatmap, to_original_frame, upsample
 
 UPSAMPLE_TOL = 1e-6
 

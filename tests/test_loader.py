@@ -11,10 +11,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 torch = pytest.importorskip("torch")
-import transformers as tf  # noqa: E402
+import transformers as tf
 
-import ssl_jax  # noqa: E402
-from ssl_jax.models import CheckpointError  # noqa: E402
+import ssl_jax
+from ssl_jax.models import CheckpointError
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
             image_size=32, patch_size=16)

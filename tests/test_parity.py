@@ -11,9 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")  # the test extra installs it; CI always has it
 
-import hf_reference as ref  # noqa: E402
+import hf_reference as ref
 
-import ssl_jax  # noqa: E402
+import ssl_jax
 
 pytestmark = pytest.mark.parity
 

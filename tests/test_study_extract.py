@@ -18,7 +18,7 @@ from PIL import Image
 from ssl_jax.io.store import CacheError, MapCache, open_existing
 
 torch = pytest.importorskip("torch")
-import hf_reference as ref  # noqa: E402
+import hf_reference as ref
 
 MODELS = ("dinov2", "siglip2")  # registers + CLS, and no CLS with a MAP probe
 

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 torch = pytest.importorskip("torch")
-import hf_reference as ref  # noqa: E402
+import hf_reference as ref
 
-from ssl_jax.workflows.study.config import StudyConfig  # noqa: E402
-from ssl_jax.workflows.study.pipeline import run_study  # noqa: E402
+from ssl_jax.workflows.study.config import StudyConfig
+from ssl_jax.workflows.study.pipeline import run_study
 
 MODELS = ("dinov3", "siglip2")
 

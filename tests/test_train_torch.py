@@ -14,10 +14,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_train_support import tiny_hf_model  # noqa: E402
+from test_train_support import tiny_hf_model
 
-import ssl_jax  # noqa: E402
-from ssl_jax.models.convert import convert_state_dict  # noqa: E402
+import ssl_jax
+from ssl_jax.models.convert import convert_state_dict
 from ssl_jax.train import (
     LoraConfig,
     batch_logits,
