@@ -13,21 +13,17 @@ from test_attention_support import tiny
 
 import ssl_jax
 from ssl_jax.io.dataset import load_dataset, sample_dataset
+from ssl_jax.io.sae_files import checkpoints_in, load_sae, save_sae
 from ssl_jax.sae import (
     SAE,
     TrainConfig,
-    capture_dataset,
     correlate,
     evaluate,
     feature_maps,
     image_activations,
     init_sae,
-    load_activations,
-    load_sae,
     monosemanticity,
     random_pair_calibration,
-    save_activations,
-    save_sae,
     score_features,
     select_tiers,
     spectrum_examples,
@@ -35,6 +31,7 @@ from ssl_jax.sae import (
     type_masks,
 )
 from ssl_jax.workflows import sae as capture
+from ssl_jax.workflows.sae import capture_dataset, load_activations, save_activations
 
 SIZE = (56, 56)
 
@@ -300,9 +297,9 @@ def test_training_resumes_bit_identically(acts, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):  # killed right after the step-20 checkpoint
-        train_sae(x, cfg, log=stop_at_20, checkpoint_dir=tmp_path / "state", checkpoint_every=10)
+        train_sae(x, cfg, log=stop_at_20, checkpoints=checkpoints_in(tmp_path / "state"), checkpoint_every=10)
     lines = []
-    resumed, h_res = train_sae(x, cfg, log=lines.append, checkpoint_dir=tmp_path / "state",
+    resumed, h_res = train_sae(x, cfg, log=lines.append, checkpoints=checkpoints_in(tmp_path / "state"),
                                checkpoint_every=10)
     assert lines[0].startswith("resuming SAE training at step 20")
     for k in full.params:
@@ -310,7 +307,7 @@ def test_training_resumes_bit_identically(acts, tmp_path):
     assert h_res["loss"] == h_full["loss"] and h_res["resampled"] == h_full["resampled"]
     with pytest.raises(ValueError, match="other"):
         train_sae(x, TrainConfig(**{**cfg.to_dict(), "lr": 1e-2}),
-                  checkpoint_dir=tmp_path / "state")
+                  checkpoints=checkpoints_in(tmp_path / "state"))
 
 
 def test_target_l0_controller_at_width_768():

@@ -89,7 +89,9 @@ def models_cmd() -> None:
 @click.option("--allow-pickle", is_flag=True, help="Allow reading pickled .bin weights (can run code).")
 def inspect_cmd(source: str, allow_pickle: bool) -> None:
     """Load SOURCE (alias, hub id or checkpoint folder) and print its spec and parameter count."""
-    model = _models.load_model(source, allow_pickle=allow_pickle)
+    from ssl_jax.io.weights import load_model
+
+    model = load_model(source, allow_pickle=allow_pickle)
     spec = model.spec
     h, w = spec.default_input_size
     lay = spec.layout(h, w)

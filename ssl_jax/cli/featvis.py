@@ -43,7 +43,7 @@ def visualize(source, kind, index, layer, token, sae_path, size, steps, lr, nega
     if kind == "sae":
         if sae_path is None:
             raise click.UsageError("--kind sae needs --sae FILE")
-        from ssl_jax.sae.model import load_sae
+        from ssl_jax.io.sae_files import load_sae
 
         sae = load_sae(sae_path)
         layer = int(sae.meta.get("layer", layer))

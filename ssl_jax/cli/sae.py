@@ -58,7 +58,8 @@ def sae() -> None:
 def train_cmd(source, dataset, layer, size, tokens, expansion, steps, batch_size, lr, l1,
               target_l0, seed, allow_random_weights, out_dir):
     """Capture activations of LAYER for every dataset image and train an SAE on them."""
-    from ssl_jax.sae.model import TrainConfig, save_sae, train_sae
+    from ssl_jax.io.sae_files import checkpoints_in, save_sae
+    from ssl_jax.sae.model import TrainConfig, train_sae
     from ssl_jax.workflows.sae import capture_dataset
 
     t0 = time.time()
@@ -79,7 +80,7 @@ def train_cmd(source, dataset, layer, size, tokens, expansion, steps, batch_size
                       target_l0=target_l0 or None, seed=seed,
                       resample_every=max(1, steps // 4))
     model_sae, hist = train_sae(acts.tokens(tokens), cfg, log=click.echo,
-                                checkpoint_dir=out / "train_state",
+                                checkpoints=checkpoints_in(out / "train_state"),
                                 checkpoint_every=max(1, steps // 10))
     model_sae.meta.update({"model": source, "random_weights": rnd, "layer": acts.layer,
                            "tokens": tokens, "size": size})
@@ -94,7 +95,7 @@ def train_cmd(source, dataset, layer, size, tokens, expansion, steps, batch_size
 
 
 def _load(out_dir):
-    from ssl_jax.sae.model import load_sae
+    from ssl_jax.io.sae_files import load_sae
     from ssl_jax.workflows.sae import load_activations
 
     out = Path(out_dir)

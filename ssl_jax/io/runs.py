@@ -126,7 +126,7 @@ def _ocp():
     return ocp
 
 
-def _abstract(tree):
+def abstract_tree(tree):
     """Restore targets on this process's first device: a run checkpointed on N devices (or a
     GPU) restores anywhere; the trainer re-shards after loading."""
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -180,7 +180,7 @@ class RunCheckpoints:
         where = self.root / which / str(step)
         try:
             out = mgr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()))
+                state=ocp.args.StandardRestore(abstract_tree(target)), meta=ocp.args.JsonRestore()))
             state, meta = out["state"], dict(out["meta"])
         except Exception as e:
             raise CheckpointError(
@@ -221,7 +221,7 @@ def restore_base(run_dir: Path, spec: ModelSpec, digest: str | None) -> dict:
     from ssl_jax.models.convert import param_shapes
 
     path = (Path(run_dir) / "base").absolute()
-    target = _abstract(jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32),
+    target = abstract_tree(jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32),
                                     param_shapes(spec), is_leaf=lambda s: isinstance(s, tuple)))
     try:
         with ocp.StandardCheckpointer() as ckptr:

@@ -92,7 +92,7 @@ class SpatialScores:
 def type_masks(annotations: Sequence, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Per image and annotation label, the union of that label's boxes: (N, T, H, W) bool and
     the labels (T,). Boxes are normalised, so the squash frame is just (H, W)."""
-    from ssl_jax.io.dataset import union_mask
+    from ssl_jax.metrics.masks import union_mask
 
     labels = sorted({int(lb) for a in annotations for lb in np.asarray(a.labels).ravel()})
     out = np.zeros((len(annotations), len(labels), *size), bool)
