@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_jax.attention.heatmap import to_heatmap
+from ssl_jax.io.dataset import load_image
+from ssl_jax.sae.analysis import feature_maps, image_activations
+
 
 def _plt():
     import matplotlib
@@ -18,8 +22,6 @@ def _plt():
 
 
 def _image(acts, i: int, size: int = 112) -> np.ndarray:
-
-    from ssl_jax.io.dataset import load_image
 
     root = Path(acts.meta.get("dataset") or "")
     im = load_image(root / "images" / acts.image_ids[i]).resize((size, size))
@@ -42,9 +44,6 @@ def _save(plt, fig, path) -> Path:
 
 def top_image_grid(sae, acts, features, path, n: int = 4) -> Path:
     """One row per feature: its n top images (mean activation), each overlaid with the map."""
-    from ssl_jax.attention.heatmap import to_heatmap
-    from ssl_jax.sae.analysis import feature_maps, image_activations
-
     plt = _plt()
     pooled = image_activations(sae, acts, "mean")
     fig, axes = plt.subplots(len(features), n, figsize=(2 * n, 2 * len(features)),
@@ -64,9 +63,6 @@ def top_image_grid(sae, acts, features, path, n: int = 4) -> Path:
 def spatial_figure(sae, acts, anns, rows, feature: int, type_label: int, path,
                    n: int = 4) -> Path:
     """The feature's heatmap on up to n annotated images, boxes of `type_label` drawn."""
-    from ssl_jax.attention.heatmap import to_heatmap
-    from ssl_jax.sae.analysis import feature_maps
-
     plt = _plt()
     chosen = [i for i in rows if type_label in np.asarray(anns[acts.image_ids[i]].labels)][:n]
     chosen = chosen or list(rows[:n])

@@ -26,9 +26,17 @@ import numpy as np
 
 from ssl_jax.io.atomic import write_json_atomic
 from ssl_jax.models.checkpoint import tree_digest
-from ssl_jax.models.convert import CheckpointError
+from ssl_jax.models.convert import CheckpointError, key_map, param_shapes
 from ssl_jax.models.model import Model
-from ssl_jax.models.spec import MODELS, ModelSpec, Preprocessing, bundled_checkpoint_files
+from ssl_jax.models.spec import (
+    MODELS,
+    ModelSpec,
+    Preprocessing,
+    bundled_checkpoint_files,
+    spec_from_config,
+)
+from ssl_jax.train.lora import LoraConfig, merge
+from ssl_jax.train.step import initial_state_like, initial_trainable
 
 RUN_FILE = "finetune_run.json"
 RUN_FORMAT = "ssl_jax.finetune/1"
@@ -218,8 +226,6 @@ def save_base(run_dir: Path, params: dict) -> str:
 
 def restore_base(run_dir: Path, spec: ModelSpec, digest: str | None) -> dict:
     ocp = _ocp()
-    from ssl_jax.models.convert import param_shapes
-
     path = (Path(run_dir) / "base").absolute()
     target = abstract_tree(jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32),
                                     param_shapes(spec), is_leaf=lambda s: isinstance(s, tuple)))
@@ -253,9 +259,6 @@ class FinetunedClassifier:
 def load_classifier(run_dir: str | os.PathLike, *, which: str = "best",
                     dtype=jnp.float32) -> FinetunedClassifier:
     """Load a run's `best` (default) or `latest` checkpoint."""
-    from ssl_jax.train.lora import LoraConfig, merge
-    from ssl_jax.train.step import initial_state_like, initial_trainable
-
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
     run_dir = Path(run_dir)
@@ -313,8 +316,6 @@ def _inverse(entry, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def params_to_state_dict(spec: ModelSpec, params: dict) -> dict[str, np.ndarray]:
     """Our params → a state dict with the checkpoint's (hub) names, the inverse of
     `convert_state_dict`."""
-    from ssl_jax.models.convert import key_map
-
     flat: dict[str, np.ndarray] = {}
     for e in key_map(spec):
         node = params
@@ -354,8 +355,6 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, which: 
     if config is None:
         raise CheckpointError(f"{run_dir}: the run records no Hugging Face config for its model "
                               "(it was built in memory); pass hf_config=")
-    from ssl_jax.models.spec import spec_from_config
-
     check = spec_from_config(config, pre)
     spec = clf.model.spec
     diffs = [f.name for f in dataclasses.fields(spec) if f.name != "preprocessing"

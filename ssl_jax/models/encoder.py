@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.core.resample import resize_axes
+from ssl_jax.models.convert import param_shapes
 from ssl_jax.models.fusion import RolloutOptions, rollout_step
 from ssl_jax.models.layers import Attention, Block, MAPHead, layer_norm, rope_tables
 from ssl_jax.models.spec import ModelSpec, TokenLayout
@@ -209,8 +210,6 @@ def init_params(spec: ModelSpec, key: jax.Array) -> dict:
     Weights ~ N(0, 1/fan_in), biases N(0, 0.02), norms 1 ± 0.1, layerscale 0.1 ± 0.05,
     tokens and position tables N(0, 0.5): far enough from uniform that attention is peaked.
     """
-    from ssl_jax.models.convert import param_shapes
-
     shapes = param_shapes(spec)
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from ssl_jax.core.pixels import to_rgb
 from ssl_jax.core.resample import resize_matrix
 from ssl_jax.models.spec import ModelSpec, Preprocessing
 
@@ -58,7 +59,6 @@ class Transform:
 
 def _to_rgb_uint8(image, index: int) -> np.ndarray:
     if isinstance(image, Image.Image):
-        from ssl_jax.core.pixels import to_rgb
 
         return to_rgb(image, f"image {index}")
     arr = np.asarray(image)

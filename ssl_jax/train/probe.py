@@ -15,6 +15,7 @@ import numpy as np
 from ssl_jax.models.model import Model
 from ssl_jax.models.spec import ModelSpec
 from ssl_jax.train.augment import normalize
+from ssl_jax.train.heads import features
 
 
 @dataclass
@@ -92,7 +93,6 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, class_names=None,
 
 @functools.partial(jax.jit, static_argnames=("spec", "dtype"))
 def _features(params, images_u8, *, spec: ModelSpec, dtype):
-    from ssl_jax.train.heads import features
 
     p = spec.preprocessing
     x = normalize(images_u8.astype(jnp.float32) * jnp.float32(1 / 255), p.mean, p.std)

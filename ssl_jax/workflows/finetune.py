@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 
 from ssl_jax.core.errors import UserError
 from ssl_jax.core.validate import RULES, OptionError, check
+from ssl_jax.io.manifest import machine, versions
 from ssl_jax.io.runs import (
     RUN_FILE,
     RUN_FORMAT,
@@ -234,7 +235,6 @@ def evaluate(trainer: Trainer, trainable, frozen, data: TrainData, batch_size: i
 
 def _write_manifest(run_dir: Path, record: dict, meta: dict, timings: dict, wall: float,
                     steps: int) -> None:
-    from ssl_jax.io.manifest import machine, versions
 
     n_steady = max(steps - 1, 1)
     manifest = {

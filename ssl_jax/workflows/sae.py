@@ -20,6 +20,9 @@ import numpy as np
 
 from ssl_jax import forward
 from ssl_jax.io.atomic import atomic_path
+from ssl_jax.io.dataset import load_dataset, load_image
+from ssl_jax.io.store import MapCache, open_existing
+from ssl_jax.models.checkpoint import tree_digest
 from ssl_jax.models.preprocess import preprocess
 
 
@@ -118,7 +121,6 @@ def capture_images(model, images: Sequence[Any], layer: int = -1, *, size=None,
 
 
 def _dataset_paths(root, annotated_only: bool) -> list[Path]:
-    from ssl_jax.io.dataset import load_dataset
 
     ds = load_dataset(root, lenient=True)
     if annotated_only or ds.churches is None:
@@ -137,8 +139,6 @@ def capture_dataset(model, root, layer: int = -1, *, size=None, batch_size: int 
     size (images × tokens × width) is held in memory while capturing, and a killed run
     resumes where it stopped. The returned Activations are read back from the store.
     `progress(done, total)` is called after each batch."""
-    from ssl_jax.io.dataset import load_image
-
     paths = _dataset_paths(root, annotated_only)
     if not paths:
         raise ValueError(f"{root}: no images to capture")
@@ -163,8 +163,6 @@ def capture_dataset(model, root, layer: int = -1, *, size=None, batch_size: int 
     lay = model.spec.layout(first.shape[1], first.shape[2])
     cache = _open_store(store, ids, {"layer": idx, "grid": [lay.grid_h, lay.grid_w],
                                      "family": model.spec.family, **meta})
-    from ssl_jax.models.checkpoint import tree_digest
-
     cache.set_model_info(STORE_KEY, {"source": str(getattr(model, "source", "")),
                                      "params_sha256": tree_digest(model.params)})
     done = cache.done_mask(STORE_KEY)
@@ -191,7 +189,6 @@ def _arrays(acts: Activations) -> dict[str, np.ndarray]:
 
 
 def _open_store(path, image_ids, settings):
-    from ssl_jax.io.store import MapCache
 
     return MapCache(path, image_ids, {"kind": "sae-activations", **settings})
 
@@ -217,7 +214,6 @@ def load_activations(path: str | os.PathLike) -> Activations:
     """Read an activation store folder (every image must be complete) or an npz file."""
     path = Path(path)
     if path.is_dir():
-        from ssl_jax.io.store import open_existing
 
         cache = open_existing(path)
         done = cache.done_mask(STORE_KEY)

@@ -22,8 +22,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.attention.heatmap import to_heatmap
+from ssl_jax.attention.maps import cls_map, mean_map
+from ssl_jax.core.styles import STYLE_NAMES
+from ssl_jax.core.validate import RULES, OptionError, check, check_all
+from ssl_jax.figures.study import overlay_grid
+from ssl_jax.io.dataset import load_dataset, load_image, union_mask
+from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP
+from ssl_jax.io.runs import load_classifier, read_run, restore_base, write_json
+from ssl_jax.metrics import alignment_grid, emd, gaussian_target
+from ssl_jax.models.encoder import encode
 from ssl_jax.models.model import Model
-from ssl_jax.models.spec import ModelSpec
+from ssl_jax.models.preprocess import preprocess
+from ssl_jax.models.spec import MODELS, ModelSpec
+from ssl_jax.stats import holm, paired_bootstrap_ci, paired_comparison
+from ssl_jax.workflows.study.evaluate import _write_csv
 
 PRIMARY = "iou@90"
 LOWER_IS_BETTER = ("mse", "kl", "emd")
@@ -36,8 +49,6 @@ def default_method(spec: ModelSpec) -> str:
 def check_layer(layer: int, num_layers: int, where: str = "") -> int:
     """`layer` as an index in [0, num_layers) (negative: from the end); any other value is an
     OptionError — never wrapped around to some other layer."""
-    from ssl_jax.core.validate import RULES, OptionError, check
-
     check("layer", layer, RULES["layer"])
     if not -num_layers <= layer < num_layers:
         raise OptionError(f"layer {layer} is out of range for {where or 'a model'} with "
@@ -47,10 +58,6 @@ def check_layer(layer: int, num_layers: int, where: str = "") -> int:
 
 @functools.partial(jax.jit, static_argnames=("spec", "layer", "method", "size"))
 def _heatmaps(params, pixels, *, spec: ModelSpec, layer: int, method: str, size: int):
-    from ssl_jax.attention.heatmap import to_heatmap
-    from ssl_jax.attention.maps import cls_map, mean_map
-    from ssl_jax.models.encoder import encode
-
     layout = spec.layout(pixels.shape[1], pixels.shape[2])
     out = jax.vmap(lambda x: encode(spec, params, x, attentions="full", layers=(layer,)))(pixels)
     att = out["attentions"][:, 0]  # (B, heads, T, T)
@@ -91,11 +98,6 @@ def run_shift(run_dir: str | Path, dataset, *, layer: int = -1, size: int = 224,
               percentiles: Sequence[float] = (90, 50), with_emd: bool = True,
               batch_size: int = 8) -> RunShift:
     """Per-image metrics of the frozen and the fine-tuned model of one run."""
-    from ssl_jax.io.dataset import union_mask
-    from ssl_jax.io.runs import load_classifier, restore_base
-    from ssl_jax.metrics import alignment_grid, emd, gaussian_target
-    from ssl_jax.models.preprocess import preprocess
-
     clf = load_classifier(run_dir)
     ft = clf.model
     base = Model(params=restore_base(Path(run_dir), ft.spec, clf.record.get("base_sha256")),
@@ -104,8 +106,6 @@ def run_shift(run_dir: str | Path, dataset, *, layer: int = -1, size: int = 224,
     anns = dataset.annotated()
     if not anns:
         raise ValueError(f"dataset {dataset.root} has no annotated images")
-    from ssl_jax.io.dataset import load_image
-
     pixels, _ = preprocess(ft, [load_image(a.path) for a in anns], mode="squash",
                            size=input_size)
     h_frozen = heatmaps(base, pixels, layer=layer, size=size, batch_size=batch_size)
@@ -127,7 +127,6 @@ def run_shift(run_dir: str | Path, dataset, *, layer: int = -1, size: int = 224,
 
 
 def _model_name(record: dict) -> str:
-    from ssl_jax.models.spec import MODELS
 
     src = str(record.get("source", ""))
     for alias, info in MODELS.items():
@@ -140,8 +139,6 @@ def shift_table(shifts: Sequence[RunShift], *, n_resamples: int = 10_000, seed: 
                 test: str = "auto") -> list[dict]:
     """One row per run × metric: frozen/fine-tuned means, Δ with paired bootstrap CI, the
     paired test, d_z, raw p and Holm p across the runs (the model × strategy family)."""
-    from ssl_jax.stats import holm, paired_bootstrap_ci, paired_comparison
-
     rows = []
     key = jax.random.key(seed)
     for i, s in enumerate(shifts):
@@ -170,8 +167,6 @@ def shift_table(shifts: Sequence[RunShift], *, n_resamples: int = 10_000, seed: 
 def breakdowns(s: RunShift, metric: str = PRIMARY, feature_names=None) -> dict:
     """Mean Δ per style (an image counts under each of its styles) and per feature label (an
     image counts under each label among its boxes)."""
-    from ssl_jax.core.styles import STYLE_NAMES
-
     d = s.finetuned[metric] - s.frozen[metric]
 
     def group(keys_per_image, name):
@@ -195,9 +190,6 @@ def shift_figures(s: RunShift, dataset, out_dir: Path, *, size: int = 224, n_ima
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ssl_jax.figures.study import overlay_grid
-    from ssl_jax.io.dataset import load_image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = s.label.replace(" ", "_")
@@ -252,11 +244,6 @@ def shift(run_dirs: Sequence[str | Path], dataset_dir, out_dir: str | Path, *, l
           n_resamples: int = 10_000, seed: int = 42, figures: bool = True,
           log=print) -> dict:
     """Frozen vs fine-tuned attention for every run; writes shift.json, shift.csv, figures."""
-    from ssl_jax.core.validate import RULES, check, check_all
-    from ssl_jax.io.dataset import load_dataset
-    from ssl_jax.io.runs import read_run, write_json
-    from ssl_jax.workflows.study.evaluate import _write_csv
-
     # every setting checked before any work or file: layer against each run's model
     check("size", size, RULES["size"])
     percentiles = check_all("percentiles", percentiles, RULES["percentile"])
@@ -273,7 +260,6 @@ def shift(run_dirs: Sequence[str | Path], dataset_dir, out_dir: str | Path, *, l
         s = run_shift(r, ds, layer=layer, size=size, percentiles=percentiles, with_emd=with_emd)
         rec = json.loads((Path(r) / "finetune_run.json").read_text())
         if str(rec.get("source", "")).startswith("random:"):
-            from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP
 
             stamp = RANDOM_WEIGHTS_STAMP
         log(f"{s.label}: {len(s.image_ids)} annotated images")

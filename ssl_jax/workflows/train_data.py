@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_jax.io.dataset import PRIMARY_POLICY, STYLE_NAMES, load_dataset, make_split, sample_dataset
 from ssl_jax.io.images import open_rgb
 from ssl_jax.models.spec import ModelSpec
 from ssl_jax.workflows.finetune import TrainData
@@ -20,7 +21,6 @@ from ssl_jax.workflows.finetune import TrainData
 
 def dataset_folder(dataset: str | Path) -> Path:
     if str(dataset) == "sample":
-        from ssl_jax.io.dataset import sample_dataset
 
         return Path(sample_dataset())
     root = Path(dataset)
@@ -43,8 +43,6 @@ def load_training_data(dataset: str | Path, spec: ModelSpec, *,
                        val_fraction: float = 0.2, policy: str | None = None,
                        experiment_id: str = "ssl_jax"):
     """(TrainData, split artifact) for a dataset folder (or "sample")."""
-    from ssl_jax.io.dataset import PRIMARY_POLICY, STYLE_NAMES, load_dataset, make_split
-
     root = dataset_folder(dataset)
     ds = load_dataset(root, require_churches=True)
     split = make_split(ds, seed=seed, val_fraction=val_fraction,

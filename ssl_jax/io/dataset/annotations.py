@@ -40,6 +40,7 @@ import numpy as np
 
 from ssl_jax.core.styles import style_label as _style_label
 from ssl_jax.core.styles import style_labels as _style_labels
+from ssl_jax.metrics.masks import rasterize, union_mask
 
 Clamp = Literal["clip", "original"]
 COORD_KEYS = ("left", "top", "width", "height")
@@ -127,14 +128,10 @@ class ImageAnnotation:
 
     def masks(self, frame) -> np.ndarray:
         """(K, H, W) bool box masks in `frame`: (H, W) or a preprocessing Transform."""
-        from ssl_jax.metrics.masks import rasterize
-
         return rasterize(self.boxes, frame)
 
     def union_mask(self, frame) -> np.ndarray:
         """(H, W) bool union of all boxes in `frame` (all False when there are no boxes)."""
-        from ssl_jax.metrics.masks import union_mask
-
         return union_mask(self.boxes, frame)
 
     def with_path(self, path: Path | None) -> ImageAnnotation:

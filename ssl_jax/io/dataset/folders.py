@@ -34,9 +34,12 @@ from ssl_jax.io.dataset.annotations import (
     FeatureType,
     ImageAnnotation,
     Problem,
+    _Collector,
+    _describe,
     _loads,
     load_building_parts,
 )
+from ssl_jax.io.images import open_rgb
 
 IMAGE_PATTERN = "Q*_wd0.jpg"
 PRIMARY_POLICY = "random_stratified_excluding_annotated_eval"
@@ -71,8 +74,6 @@ class Church:
 def parse_churches(data: Mapping[str, Any] | str | bytes, *, lenient: bool = False,
                    source: str = "") -> tuple[dict[str, Church], tuple[Problem, ...]]:
     """churches.json content → (QID → Church, problems). Strict mode raises `AnnotationError`."""
-    from ssl_jax.io.dataset.annotations import _Collector, _describe
-
     col = _Collector(source)
     if isinstance(data, (str, bytes)):
         data = _loads(data, source, col)
@@ -116,8 +117,6 @@ def discover_images(root: str | Path, pattern: str = IMAGE_PATTERN) -> list[Path
 
 def load_image(path: str | Path, *, orientation: str = "stored"):
     """A PIL RGB image (decoded now) by the one loader's rules (`ssl_jax.io.images`)."""
-    from ssl_jax.io.images import open_rgb
-
     return open_rgb(path, orientation=orientation)
 
 

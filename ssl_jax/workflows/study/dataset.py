@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssl_jax.core.errors import UserError
+from ssl_jax.io.dataset import load_annotations, sample_dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -17,7 +18,6 @@ def image_candidates(folder: Path, image_id: str) -> list[Path]:
 
 def dataset_root(dataset: str) -> Path:
     if dataset == "sample":
-        from ssl_jax.io.dataset import sample_dataset
 
         return Path(sample_dataset())
     root = Path(dataset)
@@ -36,7 +36,6 @@ def study_images(dataset: str) -> tuple[list[str], list[Path]]:
         raise UserError(f"dataset {root} has no images/ folder")
     parts = root / "building_parts.json"
     if parts.exists():
-        from ssl_jax.io.dataset import load_annotations
 
         ids = sorted(load_annotations(parts))
         if not ids:

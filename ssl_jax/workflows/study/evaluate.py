@@ -50,7 +50,7 @@ from ssl_jax.metrics.alignment import coverage
 from ssl_jax.models.spec import bundled_spec
 from ssl_jax.stats import bootstrap_ci
 from ssl_jax.workflows.study.config import StudyConfig
-from ssl_jax.workflows.study.dataset import dataset_root
+from ssl_jax.workflows.study.dataset import dataset_root, image_candidates
 from ssl_jax.workflows.study.extract import applicable_methods
 
 HEAD_SIZE = 56
@@ -366,7 +366,6 @@ def _feature_name(ann: BuildingParts, label: int) -> str:
 
 
 def _image_path(root: Path, image_id: str) -> Path:
-    from ssl_jax.workflows.study.dataset import image_candidates
 
     for p in image_candidates(root / "images", image_id):
         if p.is_file():

@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ssl_jax.attention.maps import cls_map, mean_map, probe_map
 from ssl_jax.attention.rollout import rollout_map
+from ssl_jax.io.images import open_rgb
 from ssl_jax.io.store import MapCache
 from ssl_jax.models.encoder import encode
 from ssl_jax.models.model import Model
@@ -192,6 +193,5 @@ def extract_model(
 
 
 def load_image_file(path: str | Path, orientation: str = "stored"):
-    from ssl_jax.io.images import open_rgb
 
     return open_rgb(path, orientation=orientation)

@@ -19,6 +19,7 @@ from ssl_jax.figures.study import (
     layer_progression,
     overlay_grid,
 )
+from ssl_jax.io.dataset import load_annotations
 from ssl_jax.io.html import table, write_report
 from ssl_jax.io.images import file_orientation, orient_boxes
 from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP, write_manifest
@@ -26,6 +27,7 @@ from ssl_jax.io.outdir import staged_folder
 from ssl_jax.io.store import open_existing
 from ssl_jax.workflows.study.compare import primary_labels
 from ssl_jax.workflows.study.config import StudyConfig
+from ssl_jax.workflows.study.dataset import dataset_root
 from ssl_jax.workflows.study.evaluate import _image_path, _load_rgb, read_summary
 
 
@@ -107,9 +109,6 @@ def _report(config: StudyConfig, cache_dir: str | Path, results: Path, summary: 
 
     # 3. overlays: a few images, every model at its best layer
     cache = open_existing(cache_dir, read_only=True)
-    from ssl_jax.io.dataset import load_annotations
-    from ssl_jax.workflows.study.dataset import dataset_root
-
     root = dataset_root(config.dataset)
     ann = load_annotations(root / "building_parts.json", clamp=config.clamp)
     ids = cache.image_ids
