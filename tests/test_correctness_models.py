@@ -22,6 +22,7 @@ import transformers as tf
 from test_train_support import synthetic_data, tiny_hf_model
 
 import ssl_jax
+from ssl_jax.core.errors import UserError
 from ssl_jax.io.runs import (
     export_hf,
     load_finetuned,
@@ -236,3 +237,78 @@ def test_fused_qkv_bias_matches_a_zero_padded_dense():
     full = jnp.stack([bias[0], jnp.zeros((2, 16)), bias[1]])
     want = jnp.einsum("td,dshe->tshe", x, kernel, precision="highest") + full
     np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=0, atol=1e-5)
+
+
+# ---- case 7a: forward refuses pixels that were not preprocessed --------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    spec = bundled_spec("dinov3").replace(hidden_size=64, num_heads=4, num_layers=2, mlp_dim=128)
+    return ssl_jax.random_model(spec)
+
+
+def _raw_images(n: int = 2, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["uint8", "int32", "float 0..255", "jax float 0..255",
+                                  "normalised without 1/255", "nan"])
+def test_forward_refuses_unpreprocessed_pixels(tiny_model, kind):
+    """Base: raw uint8 pixels went through forward unnormalised without a word (attention
+    0.12 off the preprocessed input's)."""
+    raw = _raw_images()
+    p = tiny_model.spec.preprocessing
+    pixels = {
+        "uint8": raw,
+        "int32": raw.astype(np.int32),
+        "float 0..255": raw.astype(np.float32),
+        "jax float 0..255": jnp.asarray(raw, jnp.float32),
+        "normalised without 1/255": (raw - np.float32(p.mean[0])) / np.float32(p.std[0]),
+        "nan": np.where(raw == raw.max(), np.nan, 0.0).astype(np.float32),
+    }[kind]
+    with pytest.raises(UserError, match=r"ssl_jax\.preprocess") as e:
+        ssl_jax.forward(tiny_model, pixels, attentions="cls")
+    assert "check_inputs=False" in str(e.value)
+
+
+def test_preprocessed_pixels_pass_and_check_can_be_skipped(tiny_model):
+    raw = _raw_images()
+    pixels, _ = ssl_jax.preprocess(tiny_model, list(raw), size=(32, 32))
+    ours = ssl_jax.forward(tiny_model, pixels, attentions="cls")
+    # the harm the check prevents: raw values give a different attention
+    unchecked = ssl_jax.forward(tiny_model, raw, attentions="cls", check_inputs=False)
+    assert np.abs(np.asarray(unchecked.attentions) - np.asarray(ours.attentions)).max() > 1e-2
+    # the extreme preprocessed values of every study model's processor pass
+    for alias in MODELS:
+        spec = bundled_spec(alias)
+        extreme = np.zeros((1, 32, 32, 3), np.uint8)
+        extreme[:, :16] = 255
+        x, _ = ssl_jax.preprocess(spec, list(extreme), size=(32, 32))
+        ssl_jax.models.check_pixel_values(spec, x)
+        ssl_jax.models.check_pixel_values(spec, jnp.asarray(x))
+
+
+def test_input_check_is_skipped_for_tracers(tiny_model):
+    pixels, _ = ssl_jax.preprocess(tiny_model, list(_raw_images()), size=(32, 32))
+
+    def loss(x):
+        return ssl_jax.forward(tiny_model, x).pooled.sum()
+
+    g = jax.jit(jax.grad(loss))(jnp.asarray(pixels))
+    assert g.shape == pixels.shape and bool(jnp.all(jnp.isfinite(g)))
+    out = jax.vmap(lambda x: ssl_jax.forward(tiny_model, x[None]).pooled[0])(jnp.asarray(pixels))
+    assert out.shape == (2, 64)
+
+
+def test_every_public_entry_point_refuses_raw_pixels(tiny_model):
+    from ssl_jax.attention.gradients import gradient_saliency
+
+    raw = _raw_images(1)
+    with pytest.raises(UserError, match=r"ssl_jax\.preprocess"):
+        gradient_saliency(tiny_model, raw)
+    with pytest.raises(UserError, match=r"ssl_jax\.preprocess"):
+        ssl_jax.models.encode(tiny_model.spec, tiny_model.params, raw[0])
+    with pytest.raises(UserError, match=r"ssl_jax\.preprocess"):
+        ssl_jax.models.encode(tiny_model.spec, tiny_model.params, raw[0].astype(np.float32))
+    out = ssl_jax.models.encode(tiny_model.spec, tiny_model.params, raw[0], check_inputs=False)
+    assert out["last_hidden_state"].shape == (tiny_model.layout(32, 32).num_tokens, 64)

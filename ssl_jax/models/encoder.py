@@ -17,6 +17,7 @@ import numpy as np
 from ssl_jax.core.resample import resize_axes
 from ssl_jax.models.convert import param_shapes
 from ssl_jax.models.fusion import RolloutOptions, rollout_step
+from ssl_jax.models.inputs import check_pixel_values
 from ssl_jax.models.layers import Attention, Block, MAPHead, layer_norm, rope_tables
 from ssl_jax.models.spec import ModelSpec, TokenLayout
 
@@ -109,6 +110,7 @@ def encode(
     probs_delta: jax.Array | None = None,
     state_tap: tuple[int, jax.Array] | None = None,
     stack_attentions: bool = True,
+    check_inputs: bool = True,
 ) -> dict:
     """Forward one image (H, W, C) → dict of per-example outputs (see `forward`).
 
@@ -119,7 +121,11 @@ def encode(
     probs_delta (L, heads, T, T) is added to every layer's attention probabilities;
     state_tap (s, delta (T, D)) adds delta to hidden state s (0 = embeddings, l + 1 = output
     of layer l).
+    Concrete pixels must be preprocessed (`ssl_jax.models.inputs.check_pixel_values`, a
+    `UserError` otherwise; check_inputs=False skips it); under jit/vmap/grad nothing is checked.
     """
+    if check_inputs:
+        check_pixel_values(spec, pixels)
     x, layout = embed(spec, params["embed"], pixels, dtype)
     if spec.pre_norm:
         x = _ln(spec, params["pre_norm"], x, dtype)

@@ -16,6 +16,7 @@ from ssl_jax.models.checkpoint import read_json, read_weights, resolve_source
 from ssl_jax.models.convert import CheckpointError, convert_state_dict
 from ssl_jax.models.encoder import AttentionMode, encode, init_params
 from ssl_jax.models.fusion import RolloutOptions
+from ssl_jax.models.inputs import check_pixel_values
 from ssl_jax.models.spec import ConfigError, ModelSpec, TokenLayout, bundled_spec, spec_from_config
 
 
@@ -112,7 +113,7 @@ def _forward(params, pixels, *, spec, attentions, layers, hidden_states, dtype, 
     return jax.vmap(fn, in_axes=(None, 0))(params, pixels)
 
 
-def _check_pixels(spec: ModelSpec, pixels) -> jax.Array:
+def _check_pixels(spec: ModelSpec, pixels, check_inputs: bool = True) -> jax.Array:
     shape = getattr(pixels, "shape", None)
     if shape is None or len(shape) != 4:
         raise ValueError(f"pixels must be a batch (B, H, W, C) in NHWC order, got shape {shape}")
@@ -121,6 +122,8 @@ def _check_pixels(spec: ModelSpec, pixels) -> jax.Array:
         raise ValueError(f"pixels must have {spec.num_channels} channels last, got shape "
                          f"{tuple(shape)}{hint}")
     spec.layout(shape[1], shape[2])  # raises for non-multiples of the patch size
+    if check_inputs:
+        check_pixel_values(spec, pixels)
     return jnp.asarray(pixels, jnp.float32)
 
 
@@ -133,8 +136,14 @@ def forward(
     hidden_states: bool = False,
     dtype=None,
     rollout=None,
+    check_inputs: bool = True,
 ) -> EncoderOutput:
     """Run the encoder on a batch of preprocessed images (B, H, W, C) float32.
+
+    Pixels must come from `ssl_jax.preprocess` (or the same processor): integer dtypes (raw
+    0..255 images), non-finite values and values beyond `pixel_bound(spec)` (10 for the five
+    study models, whose preprocessed pixels lie within [-2.12, 2.64]) raise a `UserError`
+    unless check_inputs=False. The check is skipped for tracers (under jit/grad/vmap).
 
     attentions: "none" (fastest path), "cls" (CLS → all tokens rows, (B, L', heads, T); for
     SigLIP the MAP-head probe, (B, 1, heads, T)), "full" ((B, L', heads, T, T)) or "rollout"
@@ -154,7 +163,7 @@ def forward(
     if attentions == "rollout" and not spec.has_cls:
         raise ValueError(f"attentions='rollout' needs a CLS token; {spec.family} has none "
                          "(SigLIP: use attentions='full' with mean_map, or probe_map)")
-    pixels = _check_pixels(spec, pixels)
+    pixels = _check_pixels(spec, pixels, check_inputs)
     n = spec.num_layers
     if layers is None:
         chosen = tuple(range(n))
