@@ -94,6 +94,8 @@ def rel_err(ours, theirs) -> float:
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
 
+@pytest.mark.slow
+@pytest.mark.parity
 @pytest.mark.parametrize("alias", list(CASES))
 def test_gradient_methods_match_torch_autograd(alias, tmp_path):
     torch.manual_seed(0)
@@ -135,6 +137,7 @@ def test_gradient_methods_match_torch_autograd(alias, tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gradient_properties():
     model = tiny("dinov2")
     spec = model.spec

@@ -23,6 +23,7 @@ def torch_bilinear(maps: np.ndarray, size) -> np.ndarray:
     return out.reshape(*lead, *size).numpy()
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("grid", [14, 16])
 def test_upsample_matches_torch(grid, rng):
     maps = rng.random((2, 3, grid, grid), dtype=np.float32)  # (B, layers, h, w)

@@ -22,7 +22,16 @@ def test_every_benchmark_is_listed():
             "demo"} <= set(BENCHMARKS)
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
+FAST = {"bootstrap"}  # the other tiny modes take 7-110 s of CPU (forward: 110)
+SUBPROCESS = {"demo"}  # runs `ssl-jax demo` in a fresh process
+
+
+def _marks(name: str) -> list:
+    return ([] if name in FAST else [pytest.mark.slow]) + (
+        [pytest.mark.subprocess] if name in SUBPROCESS else [])
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in BENCHMARKS])
 def test_benchmark_tiny_mode(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SSL_JAX_BENCH_RESULTS", str(tmp_path))
     module = importlib.import_module(f"benchmarks.{name}")

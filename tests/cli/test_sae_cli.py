@@ -16,6 +16,8 @@ from ssl_jax.cli import main
 
 pytest.importorskip("torch")
 
+pytestmark = [pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -14,6 +14,7 @@ from tests.support.tiny import ALIASES, tiny
 FACTOR = 2.0  # (final - start) >= FACTOR * |start|
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alias", ALIASES)
 def test_maximisation_raises_target(alias):
     m = tiny(alias, num_layers=2)

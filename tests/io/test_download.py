@@ -243,6 +243,7 @@ def test_cli_download_and_verify(real_names_server, tmp_path):
     assert r.exit_code == 1 and "unknown file(s) nope.txt" in r.output
 
 
+@pytest.mark.subprocess
 def test_cli_list_and_top_level_registration():
     from ssl_jax.cli import main
 

@@ -193,6 +193,7 @@ def test_issue_numbers_all_nan_and_one_inf_maps_are_nan():
     assert float(M.pointing_hit(real, g)[0, 0]) == 1.0
 
 
+@pytest.mark.slow
 def test_every_metric_is_nan_for_every_degenerate_map_standalone_and_grid():
     edges, valid, mask, target = _top_box(SMALL, 3)
     bad = _degenerate_maps()
@@ -209,6 +210,7 @@ def test_every_metric_is_nan_for_every_degenerate_map_standalone_and_grid():
                 assert np.isnan(np.asarray(v)).all(), f"grid {dtype.__name__} {name}: {v}"
 
 
+@pytest.mark.slow
 def test_non_degenerate_maps_keep_their_numbers_beside_degenerate_ones():
     """Degenerate maps in a batch change nothing for the others: the same numbers as the
     maps alone, bit for bit (the NaN rule is a `where` on otherwise untouched outputs)."""

@@ -112,6 +112,8 @@ def _as_transformers(alias: str, spec, params, folder):
 
 # ---- case 1a: random init and the export key map --------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.parity
 @pytest.mark.parametrize("alias", ABSENT_BIAS)
 def test_random_model_has_no_absent_bias_and_matches_transformers(alias, tmp_path):
     """Base: random_model("dinov3") carried a (3, heads, head_dim) qkv bias whose k slot was
@@ -190,6 +192,8 @@ _STRATEGIES = {
 }
 
 
+@pytest.mark.slow
+@pytest.mark.parity
 @pytest.mark.parametrize("strategy", list(_STRATEGIES))
 @pytest.mark.parametrize("alias", ABSENT_BIAS)
 def test_finetuned_export_is_the_same_model_in_transformers(alias, strategy, tmp_path):

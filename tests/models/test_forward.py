@@ -27,6 +27,7 @@ def model(request):
     return request.param, tiny(request.param)
 
 
+@pytest.mark.slow
 def test_layout_and_shapes(model, rng):
     alias, m = model
     x = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
@@ -43,6 +44,7 @@ def test_layout_and_shapes(model, rng):
         assert out.pooled.shape == (2, 64)
 
 
+@pytest.mark.slow
 def test_cls_mode_equals_rows_of_full(model, rng):
     alias, m = model
     x = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
@@ -61,6 +63,7 @@ def test_cls_mode_equals_rows_of_full(model, rng):
         assert cls.attention_layers == (0, 1, 2)
 
 
+@pytest.mark.slow
 def test_none_mode_gives_same_hidden_states(model, rng):
     _, m = model
     x = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
@@ -75,6 +78,7 @@ def test_none_mode_gives_same_hidden_states(model, rng):
                                    atol=1e-6 * float(np.abs(np.asarray(full.pooled)).max()))
 
 
+@pytest.mark.slow
 def test_layers_selection(rng):
     m = tiny("clip")
     x = rng.normal(size=(1, 224, 224, 3)).astype(np.float32)
@@ -87,6 +91,7 @@ def test_layers_selection(rng):
         ssl_jax.forward(m, x, attentions="full", layers=[3])
 
 
+@pytest.mark.slow
 def test_batch_is_independent_per_example(rng):
     """vmapped per-example forward: an image's output does not depend on its batch mates."""
     m = tiny("dinov3")
@@ -96,6 +101,7 @@ def test_batch_is_independent_per_example(rng):
     np.testing.assert_allclose(batched[1:2], single, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_is_close_to_float32(rng):
     m = tiny("dinov2")
     x = rng.normal(size=(1, 224, 224, 3)).astype(np.float32)

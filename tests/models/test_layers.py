@@ -34,6 +34,7 @@ def test_spec_pins_eps_and_activation(alias):
     assert cfg["hidden_act"] == hf_act and cfg["layer_norm_eps"] == eps
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("alias", EXPECTED)
 def test_activation_matches_transformers_and_not_the_others(alias):
     _, act, hf_act = EXPECTED[alias]
@@ -46,6 +47,7 @@ def test_activation_matches_transformers_and_not_the_others(alias):
         assert np.abs(wrong - theirs).max() > 1e-4, f"{other} is indistinguishable from {act}"
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("alias", EXPECTED)
 def test_layer_norm_eps_matters_and_matches_torch(alias):
     """Tiny activations: their variance (1e-12) is at the scale where eps dominates."""

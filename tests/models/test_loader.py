@@ -35,6 +35,7 @@ def _copy(src, tmp_path, name="ckpt"):
     return dst
 
 
+@pytest.mark.parity
 def test_loads_and_matches_transformers(tiny_clip, rng):
     model = ssl_jax.load_model(tiny_clip)
     assert model.spec.family == "clip" and model.spec.num_layers == 2

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")  # the test extra installs it; CI always ha
 import ssl_jax
 from tests.support import hf_reference as ref
 
-pytestmark = pytest.mark.parity
+pytestmark = [pytest.mark.slow, pytest.mark.parity]
 
 ATTN_TOL = 5e-6
 REL_TOL = 5e-6

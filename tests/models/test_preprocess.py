@@ -21,6 +21,7 @@ def _image(rng, h, w):
     return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("alias", PROCESSORS)
 def test_native_matches_hf_processor(alias, rng):
     proc = getattr(tf, PROCESSORS[alias])(**bundled_checkpoint_files(alias)["preprocessor_config"])
@@ -34,6 +35,7 @@ def test_native_matches_hf_processor(alias, rng):
         assert t.input_size == theirs.shape[:2]
 
 
+@pytest.mark.parity
 def test_dinov3_native_matches_torch_float_resize(rng):
     """DINOv3's processor exists only for torchvision: rescale, antialiased bilinear resize of
     float pixels, normalise. Reproduced here with torch.nn.functional.interpolate."""

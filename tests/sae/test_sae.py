@@ -283,6 +283,7 @@ def test_sae_folder_roundtrip_and_corruption(trained, acts, tmp_path):
         load_sae(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_training_resumes_bit_identically(acts, tmp_path):
     x = acts.tokens("patches")
     cfg = TrainConfig(expansion=2, steps=40, batch_size=64, l1=1e-2, target_l0=6, lr=3e-3,
@@ -310,6 +311,7 @@ def test_training_resumes_bit_identically(acts, tmp_path):
                   checkpoints=checkpoints_in(tmp_path / "state"))
 
 
+@pytest.mark.slow
 def test_target_l0_controller_at_width_768():
     """Width-768 data with real sparse structure (1024 unit atoms, 8 active per vector): the
     biases start at the target firing rate and the bounded controller holds L0 near the

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 

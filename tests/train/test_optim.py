@@ -31,6 +31,7 @@ def test_class_weights_of_the_published_split():
                                atol=1e-4)
 
 
+@pytest.mark.parity
 def test_weighted_cross_entropy_matches_torch_and_ignores_padding():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)

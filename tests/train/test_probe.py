@@ -65,6 +65,7 @@ def test_features_are_cls_or_pooled(alias):
     assert jax.numpy.asarray(feats).shape == (3, 64)
 
 
+@pytest.mark.slow
 def test_probe_cli_on_the_sample_dataset(tmp_path):
     pytest.importorskip("torch")
     from click.testing import CliRunner

@@ -26,6 +26,8 @@ from ssl_jax.train import (
 )
 from tests.support.finetune import tiny_hf_model
 
+pytestmark = [pytest.mark.slow, pytest.mark.parity]
+
 SIZE = {"dinov2": 28, "siglip2": 32}
 WEIGHTS = np.asarray([0.3345, 0.3339, 2.9638, 0.3678], np.float32)
 LR_BACKBONE, LR_HEAD, TOTAL, WARMUP = 1e-3, 1e-2, 10, 2

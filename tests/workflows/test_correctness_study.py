@@ -80,6 +80,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
 # ---- case 2: the cache knows what it holds ----------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_half_finished_cache_is_refused_naming_the_missing_images(study, tmp_path):
     """Killed after 1 batch of 2 images: evaluate used to score the other 4 as zero maps and
     exit 0; now it names model, method, the first ids and the count."""
@@ -137,6 +139,7 @@ def test_method_added_to_a_finished_cache_is_computed(study, tmp_path):
     assert "0 images computed, 6 already cached" in logs[0]
 
 
+@pytest.mark.slow
 def test_partial_evaluation_says_so_in_every_output(study, tmp_path):
     from ssl_jax.workflows.study.compare import run_compare
     from ssl_jax.workflows.study.report import run_report
@@ -229,6 +232,7 @@ def test_config_values_are_type_checked(line, message, tmp_path):
     assert message in str(e.value) and str(path) in str(e.value)
 
 
+@pytest.mark.subprocess
 def test_config_type_error_is_one_line_in_the_cli(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[study]\nbatch_size = "2"\n')

@@ -22,6 +22,8 @@ from ssl_jax.train.step import initial_state_like
 from ssl_jax.workflows.finetune import finetune
 from tests.support.finetune import save_tiny, synthetic_data
 
+pytestmark = [pytest.mark.slow]
+
 LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.1)
 
 

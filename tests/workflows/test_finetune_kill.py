@@ -63,6 +63,8 @@ def reference(tmp_path_factory):
     return model_dir, cache, root / "ref"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
     model_dir, cache, ref_dir = reference
 
@@ -103,6 +105,8 @@ def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
     assert (out / "split.json").is_file() and (out / "manifest.json").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_four_devices_data_parallel_equals_one(reference, tmp_path):
     model_dir, cache, ref_dir = reference
     r = subprocess.run(_cmd(model_dir, tmp_path / "dp4", "--max-steps", "3"),
@@ -116,6 +120,7 @@ def test_four_devices_data_parallel_equals_one(reference, tmp_path):
     np.testing.assert_allclose(meta4["losses"], meta1["losses"][:3], rtol=0, atol=1e-5)
 
 
+@pytest.mark.subprocess
 def test_cli_errors_are_one_line(tmp_path):
     bad = tmp_path / "run"
     bad.mkdir()

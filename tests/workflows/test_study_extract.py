@@ -76,6 +76,8 @@ def reference_run(study):
     return cache
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cache_contents(reference_run):
     cache = open_existing(reference_run)
     assert cache.num_images == 12
@@ -89,6 +91,8 @@ def test_cache_contents(reference_run):
     np.testing.assert_allclose(cache.read("siglip2", "probe").sum((-2, -1)), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_rerun_skips_everything(study, reference_run):
     _, cfg = study
     before = _all_maps(reference_run)
@@ -109,6 +113,8 @@ def test_rerun_skips_everything(study, reference_run):
     assert not any(k.endswith(("_first_batch_incl_compile", "_steady")) for k in timings), timings
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_then_resume_equals_uninterrupted(study, reference_run):
     root, cfg = study
     cache = root / "cache_killed"
@@ -159,6 +165,8 @@ def test_resume_is_bit_identical_with_same_batching(study, tmp_path):
         np.testing.assert_array_equal(a.read("dinov2", method), b.read("dinov2", method))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_four_host_devices_equal_one(study, reference_run):
     root, cfg = study
     cache = root / "cache_4dev"
@@ -186,6 +194,7 @@ def test_cache_refuses_other_settings(tmp_path):
     (["--dataset", "/nonexistent/wc"], "dataset folder /nonexistent/wc does not exist"),
     (["--config", "/nonexistent/x.toml"], "study config /nonexistent/x.toml does not exist"),
 ])
+@pytest.mark.subprocess
 def test_bad_input_is_one_line(args, message, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ssl_jax.cli", "extract", "--cache",
                         str(tmp_path / "c"), *args], capture_output=True, text=True, timeout=120)
@@ -194,6 +203,7 @@ def test_bad_input_is_one_line(args, message, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.subprocess
 def test_unwritable_cache_folder(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -51,6 +51,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_tables(study):
     _, out, _, _ = study
     res = out / "results"
@@ -76,6 +77,7 @@ def test_tables(study):
         assert float(r["p"]) <= float(r["p_holm"]) + 1e-12 <= 1.0 + 1e-12
 
 
+@pytest.mark.slow
 def test_center_baseline_matches_a_direct_computation(study):
     """The centre-Gaussian IoU@90 row equals a plain numpy evaluation of its definition."""
     from ssl_jax.io.dataset import load_annotations, sample_dataset, union_mask
@@ -100,6 +102,7 @@ def test_center_baseline_matches_a_direct_computation(study):
     assert float(row["mean"]) == pytest.approx(float(np.mean(ious)), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_report_panels(study):
     _, out, summary, _ = study
     report = out / "results" / "report"
@@ -116,6 +119,7 @@ def test_report_panels(study):
     assert "report.html" in summary
 
 
+@pytest.mark.slow
 def test_rerun_reuses_everything(study):
     cfg, out, _, first = study
     summary = run_study(cfg, out, progress=False)
@@ -127,6 +131,8 @@ def test_rerun_reuses_everything(study):
     assert not any(k.endswith(("_first_batch_incl_compile", "_steady")) for k in timings), timings
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_help_documents_every_option():
     for cmd in ("extract", "evaluate", "compare", "report", "demo"):
         r = subprocess.run([sys.executable, "-m", "ssl_jax.cli", cmd, "--help"],
@@ -141,6 +147,7 @@ def test_cli_help_documents_every_option():
             assert len(b.split()) > 2, f"{cmd}: option without help: {b!r}"
 
 
+@pytest.mark.subprocess
 def test_evaluate_without_cache_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ssl_jax.cli", "evaluate", "--cache",
                         str(tmp_path / "nothing"), "--out", str(tmp_path / "res")],
