@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import ssl_jax
-from ssl_jax.models.spec import ModelSpec, bundled_spec
+from ssl_jax.models.config import bundled_spec
+from ssl_jax.models.spec import ModelSpec
 
 
 def tiny(alias: str, **changes) -> ssl_jax.Model:
@@ -48,15 +49,21 @@ def test_cls_mode_equals_rows_of_full(model, rng):
     x = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
     full = ssl_jax.forward(m, x, attentions="full")
     cls = ssl_jax.forward(m, x, attentions="cls")
+    assert cls.attentions is None and cls.rollout is None  # one field per kind, fixed rank
     if alias == "siglip2":
-        # no CLS token: "cls" is the MAP head's probe attention over all patches
-        assert cls.attentions.shape == (2, 1, 4, 196)
+        # no CLS token: "cls" gives the MAP head's probe attention over all patches, in its
+        # own field (heads, T) per image, and no per-layer rows
+        assert cls.cls_attentions is None
+        assert cls.probe_attention.shape == (2, 4, 196)
+        assert full.probe_attention.shape == (2, 4, 196)
         # its layers ran the fast attention path, so equal to float noise, not bit for bit
-        np.testing.assert_allclose(np.asarray(cls.attentions[:, 0]),
+        np.testing.assert_allclose(np.asarray(cls.probe_attention),
                                    np.asarray(full.probe_attention), rtol=0, atol=1e-6)
         assert cls.attention_layers == ()
     else:
-        np.testing.assert_array_equal(np.asarray(cls.attentions),
+        assert cls.probe_attention is None and full.probe_attention is None
+        assert cls.cls_attentions.shape == (2, 3, 4, EXPECTED_TOKENS[alias])
+        np.testing.assert_array_equal(np.asarray(cls.cls_attentions),
                                       np.asarray(full.attentions[:, :, :, 0, :]))
         assert cls.attention_layers == (0, 1, 2)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_attention_support import tiny
 
-from ssl_jax.models.spec import bundled_spec
+from ssl_jax.models.config import bundled_spec
 from ssl_jax.train import LoraConfig, features, init_lora, merge
 from ssl_jax.train.lora import num_adapter_params
 

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 import transformers as tf
 
 import ssl_jax
-from ssl_jax.models.spec import bundled_checkpoint_files, bundled_spec
+from ssl_jax.models.config import bundled_checkpoint_files, bundled_spec
 
 SIZES = [(300, 400), (480, 360), (224, 224), (97, 513), (1000, 750)]
 PROCESSORS = {"dinov2": "BitImageProcessorPil", "mae": "ViTImageProcessorPil",

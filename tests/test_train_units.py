@@ -12,8 +12,9 @@ import pytest
 from test_attention_support import tiny
 
 from ssl_jax.io.runs import params_to_state_dict, spec_from_json, spec_to_json
+from ssl_jax.models.config import bundled_spec
 from ssl_jax.models.convert import convert_state_dict
-from ssl_jax.models.spec import MODELS, bundled_spec
+from ssl_jax.models.families import MODELS
 from ssl_jax.train import AugmentConfig, augment_one, class_weights, schedule
 from ssl_jax.train.optim import decay_mask, weighted_cross_entropy
 

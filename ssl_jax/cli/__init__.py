@@ -68,7 +68,7 @@ def main() -> None:
 @main.command("models")
 def models_cmd() -> None:
     """List the five study encoders: alias, hub id, token layout and patch grid at their input size."""
-    from ssl_jax.models.spec import bundled_spec
+    from ssl_jax.models.config import bundled_spec
 
     rows = [("alias", "hub id", "input", "patch", "grid", "tokens", "layout")]
     for alias, info in _models.MODELS.items():

@@ -13,7 +13,7 @@ from ssl_jax.core.validate import RULES, cli_float_list, rule
 def _model(source: str, allow_random: bool, seed: int):
     from ssl_jax.io.weights import load_model
     from ssl_jax.models import CheckpointError, random_model
-    from ssl_jax.models.spec import MODELS
+    from ssl_jax.models.families import MODELS
 
     try:
         return load_model(source)

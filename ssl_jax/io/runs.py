@@ -26,15 +26,11 @@ import numpy as np
 
 from ssl_jax.io.atomic import write_json_atomic
 from ssl_jax.models.checkpoint import tree_digest
+from ssl_jax.models.config import bundled_checkpoint_files, spec_from_config
 from ssl_jax.models.convert import CheckpointError, key_map, param_shapes
+from ssl_jax.models.families import MODELS, family
 from ssl_jax.models.model import Model
-from ssl_jax.models.spec import (
-    MODELS,
-    ModelSpec,
-    Preprocessing,
-    bundled_checkpoint_files,
-    spec_from_config,
-)
+from ssl_jax.models.spec import ModelSpec, Preprocessing
 from ssl_jax.train.lora import LoraConfig, merge
 from ssl_jax.train.step import initial_state_like, initial_trainable
 
@@ -335,13 +331,6 @@ def params_to_state_dict(spec: ModelSpec, params: dict) -> dict[str, np.ndarray]
     return {k: v.reshape(shapes[k]) for k, v in flat.items()}
 
 
-def _hf_prefix(config: dict, spec: ModelSpec) -> str:
-    """Composite hub configs (CLIPModel, SiglipModel) keep the vision tower under a prefix."""
-    if config.get("model_type") in ("clip", "siglip"):
-        return "vision_model."
-    return ""
-
-
 def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, which: str = "best",
               hf_config: dict | None = None, preprocessor: dict | None = None) -> Path:
     """Write the fine-tuned backbone (LoRA merged) as a Hugging Face folder: config.json,
@@ -364,7 +353,7 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, which: 
                               f"model (differs in {', '.join(diffs)})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prefix = _hf_prefix(config, spec)
+    prefix = family(spec).export_prefix(config)  # composite configs: "vision_model."
     sd = {prefix + k: np.ascontiguousarray(v)
           for k, v in params_to_state_dict(spec, clf.model.params).items()}
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -31,10 +31,12 @@ from ssl_jax.io.dataset import load_dataset, load_image, union_mask
 from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP
 from ssl_jax.io.runs import load_classifier, read_run, restore_base, write_json
 from ssl_jax.metrics import alignment_grid, emd, gaussian_target
+from ssl_jax.models.collectors import FullAttention
 from ssl_jax.models.encoder import encode
+from ssl_jax.models.families import MODELS
 from ssl_jax.models.model import Model
 from ssl_jax.models.preprocess import preprocess
-from ssl_jax.models.spec import MODELS, ModelSpec
+from ssl_jax.models.spec import ModelSpec
 from ssl_jax.stats import holm, paired_bootstrap_ci, paired_comparison
 from ssl_jax.workflows.study.evaluate import _write_csv
 
@@ -59,7 +61,7 @@ def check_layer(layer: int, num_layers: int, where: str = "") -> int:
 @functools.partial(jax.jit, static_argnames=("spec", "layer", "method", "size"))
 def _heatmaps(params, pixels, *, spec: ModelSpec, layer: int, method: str, size: int):
     layout = spec.layout(pixels.shape[1], pixels.shape[2])
-    out = jax.vmap(lambda x: encode(spec, params, x, attentions="full", layers=(layer,)))(pixels)
+    out = jax.vmap(lambda x: encode(spec, params, x, (FullAttention((layer,)),)))(pixels)
     att = out["attentions"][:, 0]  # (B, heads, T, T)
     maps = cls_map(att, layout) if method == "cls" else mean_map(att, layout)
     return to_heatmap(maps, (size, size))

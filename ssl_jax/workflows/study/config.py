@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_jax.core.errors import UserError
-from ssl_jax.models.spec import MODELS
+from ssl_jax.models.families import MODELS
 
 # methods the extractor knows; "<method>_heads" variants are per-head maps of cls / mean /
 # probe. Which ones apply depends on the model (SigLIP has no CLS token, so no cls / rollout).

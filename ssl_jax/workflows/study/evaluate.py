@@ -47,7 +47,7 @@ from ssl_jax.metrics import (
     threshold_masks,
 )
 from ssl_jax.metrics.alignment import coverage
-from ssl_jax.models.spec import bundled_spec
+from ssl_jax.models.config import bundled_spec
 from ssl_jax.stats import bootstrap_ci
 from ssl_jax.workflows.study.config import StudyConfig
 from ssl_jax.workflows.study.dataset import dataset_root, image_candidates

@@ -24,6 +24,7 @@ from ssl_jax.attention.maps import cls_map, mean_map, probe_map
 from ssl_jax.attention.rollout import rollout_map
 from ssl_jax.io.images import open_rgb
 from ssl_jax.io.store import MapCache
+from ssl_jax.models.collectors import attention_collectors
 from ssl_jax.models.encoder import encode
 from ssl_jax.models.model import Model
 from ssl_jax.models.preprocess import Transform, preprocess
@@ -53,8 +54,8 @@ def method_layers(spec: ModelSpec, method: str) -> tuple[int, ...]:
 
 @functools.partial(jax.jit, static_argnames=("spec", "methods", "dtype"))
 def _maps(params, pixels, *, spec: ModelSpec, methods: tuple[str, ...], dtype):
-    layers = tuple(range(spec.num_layers))
-    run = functools.partial(encode, spec, attentions="full", layers=layers, dtype=dtype)
+    # full attentions of every layer (and SigLIP's probe attention)
+    run = functools.partial(encode, spec, collect=attention_collectors(spec, "full"), dtype=dtype)
     out = jax.vmap(run, in_axes=(None, 0))(params, pixels)
     att = out["attentions"]  # (B, L, H, T, T)
     layout = spec.layout(pixels.shape[1], pixels.shape[2])

@@ -13,7 +13,7 @@ from ssl_jax.core.progress import Progress
 from ssl_jax.io.manifest import write_manifest
 from ssl_jax.io.store import MapCache
 from ssl_jax.io.weights import resolve_model, source_stamp, warn_random
-from ssl_jax.models.spec import bundled_spec
+from ssl_jax.models.config import bundled_spec
 from ssl_jax.workflows.study.config import StudyConfig
 from ssl_jax.workflows.study.extract import (
     applicable_methods,
