@@ -126,3 +126,36 @@ def test_bad_pixels_are_named(shape, message):
 def test_bad_mode():
     with pytest.raises(ValueError, match="attentions must be"):
         ssl_jax.forward(tiny("clip"), np.zeros((1, 224, 224, 3), np.float32), attentions="all")
+
+
+def test_collectors_compose_and_keep_their_ranks(rng):
+    """encode with several collectors at once: each field has its own fixed rank and equals
+    what the collector gives alone; a collector the model cannot serve is refused."""
+    from ssl_jax.models import collectors as C
+    from ssl_jax.models.encoder import encode
+
+    x = rng.normal(size=(224, 224, 3)).astype(np.float32)
+    m = tiny("dinov2")
+    t = EXPECTED_TOKENS["dinov2"]
+    run = jax.jit(lambda p, x, collect: encode(m.spec, p, x, collect), static_argnums=2)
+    both = run(m.params, x, (C.FullAttention((0, 2)), C.ClsAttention((2,)), C.Rollout(),
+                             C.HiddenStates()))
+    assert both["attentions"].shape == (2, 4, t, t)
+    assert both["cls_attentions"].shape == (1, 4, t)
+    assert both["rollout"].shape == (3, t)
+    assert both["hidden_states"].shape == (4, t, 64)
+    np.testing.assert_array_equal(np.asarray(both["cls_attentions"][0]),
+                                  np.asarray(both["attentions"][1, :, 0]))  # layer 2 both
+    alone = run(m.params, x, (C.Rollout(),))
+    np.testing.assert_array_equal(np.asarray(both["rollout"]), np.asarray(alone["rollout"]))
+    with pytest.raises(ValueError, match="two collectors produce"):
+        encode(m.spec, m.params, x, (C.HiddenStates(), C.HiddenStates()))
+    with pytest.raises(ValueError, match="ProbeAttention needs a MAP-head pooler"):
+        encode(m.spec, m.params, x, (C.ProbeAttention(),))
+    with pytest.raises(ValueError, match=r"layers \[3\] out of range"):
+        encode(m.spec, m.params, x, (C.FullAttention((3,)),))
+    s = tiny("siglip2")
+    with pytest.raises(ValueError, match="ClsAttention needs a CLS token"):
+        encode(s.spec, s.params, x, (C.ClsAttention(),))
+    probe = encode(s.spec, s.params, x, (C.ProbeAttention(),))["probe_attention"]
+    assert probe.shape == (4, 196)
