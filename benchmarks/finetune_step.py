@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -24,15 +23,13 @@ import numpy as np
 
 from benchmarks.common import interleaved, median, print_table, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 
 def torch_model(alias: str, tiny: bool):
     if tiny:
-        from test_train_support import tiny_hf_model
+        from tests.support.finetune import tiny_hf_model
 
         return tiny_hf_model(alias, seed=0)
-    import hf_reference as ref
+    from tests.support import hf_reference as ref
 
     return ref.build(alias, seed=0)
 

@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import interleaved, median, print_table, write_results
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 MODES = ("none", "cls", "full", "rollout")
 
@@ -47,7 +44,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict
 
 
 def torch_models(alias: str, num_layers: int | None):
-    import hf_reference as ref
+    from tests.support import hf_reference as ref
 
     eager = ref.build(alias, seed=0, num_layers=num_layers)
     sdpa = ref.build(alias, seed=0, num_layers=num_layers)
