@@ -36,7 +36,7 @@ if args.layers:  # a shallower model, e.g. for a quick check
                           params={**model.params, "blocks": jax.tree.map(
                               lambda a: a[: args.layers], model.params["blocks"])})
 images = [load_image(root / "images" / i) for i in ids]  # every mode, EXIF warned
-pixels, _ = ssl_jax.models.preprocess(model, images, mode="squash", size=(224, 224))
+pixels, _ = ssl_jax.preprocess(model, images, mode="squash", size=(224, 224))
 out = ssl_jax.forward(model, pixels, attentions="full")
 method = "cls" if out.layout.has_cls else "mean"
 heat = to_heatmap(attention_map(out, method), (224, 224))  # (images, layers, 224, 224)

@@ -24,7 +24,7 @@ root = Path(args.dataset or sample_dataset())
 ann = load_annotations(root / "building_parts.json")
 ids = sorted(ann)
 model = ssl_jax.random_model(args.model) if args.random_weights else ssl_jax.load_model(args.model)
-pixels, _ = ssl_jax.models.preprocess(model, [load_image(root / "images" / i) for i in ids],
+pixels, _ = ssl_jax.preprocess(model, [load_image(root / "images" / i) for i in ids],
                                mode="squash", size=(224, 224))
 out = ssl_jax.forward(model, pixels, attentions="full", layers=[args.layer])
 per_head = (cls_map if out.layout.has_cls else mean_map)(out.attentions[:, 0], out.layout,

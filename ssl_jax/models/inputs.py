@@ -45,7 +45,7 @@ def check_pixel_values(spec: ModelSpec, pixels, *, what: str = "pixels") -> None
     if isinstance(pixels, jax.core.Tracer):
         return
     dtype = np.dtype(pixels.dtype) if hasattr(pixels, "dtype") else np.asarray(pixels).dtype
-    fix = (f"preprocess the images with ssl_jax.models.preprocess(model, images) (the {spec.family} "
+    fix = (f"preprocess the images with ssl_jax.preprocess(model, images) (the {spec.family} "
            "processor: resize, rescale to [0, 1], normalise with its mean/std), or pass "
            "check_inputs=False to skip this check")
     if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
