@@ -25,7 +25,6 @@ from ssl_jax.models.spec import MODELS, bundled_spec
 from ssl_jax.workflows import shift
 from ssl_jax.workflows.study.compare import primary_labels
 from ssl_jax.workflows.study.config import ConfigError, StudyConfig
-from ssl_jax.workflows.study.extract import method_layers
 
 CLS_MODEL = ("cls", "cls_heads", "mean", "mean_heads", "rollout")
 # written out from the code before the registry (extract.applicable_methods: no CLS → no
@@ -62,7 +61,7 @@ def test_every_study_model_gets_the_methods_it_got_before(alias):
         m for m in ("rollout", "probe", "mean") if m in EXPECTED_METHODS[alias])
     for m in METHOD_NAMES:
         want = (spec.num_layers - 1,) if m.startswith("probe") else tuple(range(spec.num_layers))
-        assert method_layers(spec, m) == want
+        assert map_method(m).layers(spec) == want
 
 
 def test_unknown_method_is_named():

@@ -62,8 +62,9 @@ class MapMethod:
                 raise ValueError(f"{self.name} belongs to no layer; call it with layer=None")
             return attention_map(output, "probe", fusion=fusion)[:, None]
         if self.kind == "mean" and layer is not None and layer in output.attention_layers:
-            # that layer's attentions alone: the mean over query rows of a rank-5 array, then
-            # picking the layer, is the same maths in other last bits (XLA's reduction order)
+            # that layer's attentions alone, as the shift always mapped them: mapping every
+            # layer and picking one is the same maths in other last bits (XLA's reduction
+            # order over a rank-5 array)
             att = output.attentions[:, output.attention_layers.index(layer)]
             return mean_map(att, output.layout, fusion=fusion)
         return attention_map(output, self.kind, layer=layer, fusion=fusion)

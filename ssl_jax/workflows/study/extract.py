@@ -20,17 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ssl_jax.attention.registry import applicable_methods, map_method, method_maps
+from ssl_jax.attention.registry import applicable_methods, method_maps
 from ssl_jax.io.images import open_rgb
 from ssl_jax.io.store import MapCache
 from ssl_jax.models.model import Model
 from ssl_jax.models.preprocess import Transform, preprocess
 from ssl_jax.models.spec import ModelSpec
-
-
-def method_layers(spec: ModelSpec, method: str) -> tuple[int, ...]:
-    """Model layers along axis 1 of a cached map array (the probe sits after the last layer)."""
-    return map_method(method).layers(spec)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "methods", "dtype"))
