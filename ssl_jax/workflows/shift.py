@@ -2,8 +2,8 @@
 
 For each fine-tuning run, the frozen backbone (the run's own `base/`) and the fine-tuned one
 (LoRA merged) map every annotated image (squash frame, the run's input size) at one layer
-with the model's default method (CLS attention; SigLIP: mean attention), as heatmaps
-upsampled to `size` and min-max normalised. Every metric of `ssl_jax.metrics` is computed
+with the model's default method (ssl_jax.attention.registry: CLS attention; SigLIP: mean
+attention), as heatmaps upsampled to `size` and min-max normalised. Every metric of `ssl_jax.metrics` is computed
 per image for both; per run and metric: mean Δ = fine-tuned − frozen with a paired bootstrap
 CI, the paired test (auto: t-test or Wilcoxon by Shapiro-Wilk, named per row), d_z, and Holm
 across the model × strategy family (all runs given, per metric). Figures: side-by-side
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.attention.heatmap import to_heatmap
-from ssl_jax.attention.maps import cls_map, mean_map
+from ssl_jax.attention.registry import default_method, map_method, method_maps
 from ssl_jax.core.styles import STYLE_NAMES
 from ssl_jax.core.validate import RULES, OptionError, check, check_all
 from ssl_jax.figures.study import overlay_grid
@@ -31,8 +31,6 @@ from ssl_jax.io.dataset import load_dataset, load_image, union_mask
 from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP
 from ssl_jax.io.runs import load_classifier, read_run, restore_base, write_json
 from ssl_jax.metrics import alignment_grid, emd, gaussian_target
-from ssl_jax.models.collectors import FullAttention
-from ssl_jax.models.encoder import encode
 from ssl_jax.models.families import MODELS
 from ssl_jax.models.model import Model
 from ssl_jax.models.preprocess import preprocess
@@ -42,10 +40,6 @@ from ssl_jax.workflows.study.evaluate import _write_csv
 
 PRIMARY = "iou@90"
 LOWER_IS_BETTER = ("mse", "kl", "emd")
-
-
-def default_method(spec: ModelSpec) -> str:
-    return "cls" if spec.has_cls else "mean"
 
 
 def check_layer(layer: int, num_layers: int, where: str = "") -> int:
@@ -60,10 +54,7 @@ def check_layer(layer: int, num_layers: int, where: str = "") -> int:
 
 @functools.partial(jax.jit, static_argnames=("spec", "layer", "method", "size"))
 def _heatmaps(params, pixels, *, spec: ModelSpec, layer: int, method: str, size: int):
-    layout = spec.layout(pixels.shape[1], pixels.shape[2])
-    out = jax.vmap(lambda x: encode(spec, params, x, (FullAttention((layer,)),)))(pixels)
-    att = out["attentions"][:, 0]  # (B, heads, T, T)
-    maps = cls_map(att, layout) if method == "cls" else mean_map(att, layout)
+    maps = method_maps(spec, params, pixels, (method,), layer=layer)[method]
     return to_heatmap(maps, (size, size))
 
 
@@ -73,6 +64,8 @@ def heatmaps(model: Model, pixels: np.ndarray, *, layer: int = -1, method: str |
     spec = model.spec
     layer = check_layer(layer, spec.num_layers, model.source)
     method = method or default_method(spec)
+    if map_method(method).per_head or not map_method(method).applies_to(spec):
+        raise ValueError(f"heatmaps need a head-fused map method {spec.family} has, got {method!r}")
     out = []
     for start in range(0, len(pixels), batch_size):
         chunk = pixels[start:start + batch_size]

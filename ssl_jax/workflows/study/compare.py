@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ssl_jax.attention.registry import preferred_method
 from ssl_jax.core.errors import UserError
 from ssl_jax.io.manifest import write_manifest
 from ssl_jax.io.outdir import COMPARE_FILES, EVALUATE_FILES, REPORT_FOLDER, staged_folder
@@ -31,15 +32,13 @@ def _load(results: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
 
 
 def primary_labels(labels) -> list[str]:
-    """One "model/method" per model: its first of cls / mean / probe (the study's default
-    map: CLS attention, or mean attention for SigLIP)."""
-    primary: dict[str, tuple[int, str]] = {}
+    """One "model/method" per model: its default map among those it has
+    (ssl_jax.attention.registry: CLS attention, or mean attention for SigLIP)."""
+    by_model: dict[str, list[str]] = {}
     for label in sorted(labels):
         model, method = label.split("/")
-        rank = {"cls": 0, "mean": 1, "probe": 2}.get(method, 9)
-        if model not in primary or rank < primary[model][0]:
-            primary[model] = (rank, label)
-    return [v[1] for v in primary.values()]
+        by_model.setdefault(model, []).append(method)
+    return [f"{model}/{preferred_method(methods)}" for model, methods in by_model.items()]
 
 
 def run_compare(config: StudyConfig, results_dir: str | Path, *,

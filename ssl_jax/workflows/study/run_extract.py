@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ssl_jax.attention.registry import applicable_methods
 from ssl_jax.core.errors import UserError
 from ssl_jax.core.progress import Progress
 from ssl_jax.io.manifest import write_manifest
@@ -15,12 +16,7 @@ from ssl_jax.io.store import MapCache
 from ssl_jax.io.weights import resolve_model, source_stamp, warn_random
 from ssl_jax.models.config import bundled_spec
 from ssl_jax.workflows.study.config import StudyConfig
-from ssl_jax.workflows.study.extract import (
-    applicable_methods,
-    data_mesh,
-    extract_model,
-    load_image_file,
-)
+from ssl_jax.workflows.study.extract import data_mesh, extract_model, load_image_file
 
 
 def cache_settings(config: StudyConfig) -> dict[str, Any]:
