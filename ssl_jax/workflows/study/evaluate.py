@@ -326,17 +326,19 @@ def _evaluate(config: StudyConfig, cache: MapCache, jobs: list[tuple[str, str]],
                                    - int(style_missing[s]),
                                    "n_missing": int(style_missing[s]),
                                    **{k: float(v.mean[s]) for k, v in st.items()}})
+        if not n_labels:  # no image has a box
+            continue
         # per-box IoU: only images whose map is present and not degenerate
         usable = np.isfinite(vals["iou@90"][:, layer])
         use = np.flatnonzero(usable)
         box = np.full(valid.shape, np.nan, np.float32)
-        if use.size and n_labels:
+        if use.size:
             heat = to_heatmap(jnp.asarray(cache.read(model, method, indices=use)[:, layer]),
                               (size, size))
-            for s in range(0, use.size, chunk):
-                sel = use[s:s + chunk]
-                box[sel] = np.asarray(box_iou(heat[s:s + chunk], edges[sel], valid[sel],
-                                              (90,)))[:, 0]
+            for start in range(0, use.size, chunk):  # box masks: chunk × K × S² pixels
+                sel = use[start:start + chunk]
+                box[sel] = np.asarray(box_iou(heat[start:start + chunk], edges[sel],
+                                              valid[sel], (90,)))[:, 0]
         feats = by_feature(box, labels, valid, n_labels)
         unused = has_label & ~usable[:, None]  # images with a box of the label, left out
         n_deg = (unused & ~miss[:, None]).sum(axis=0)
