@@ -31,15 +31,15 @@ from ssl_jax.io.dataset import load_dataset, load_image, union_mask
 from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP
 from ssl_jax.io.runs import load_classifier, read_run, restore_base, write_json
 from ssl_jax.metrics import alignment_grid, emd, gaussian_target
+from ssl_jax.metrics.registry import better
 from ssl_jax.models.families import MODELS
 from ssl_jax.models.model import Model
 from ssl_jax.models.preprocess import preprocess
 from ssl_jax.models.spec import ModelSpec
-from ssl_jax.stats import holm, paired_bootstrap_ci, paired_comparison
+from ssl_jax.stats import compare_pairs
 from ssl_jax.workflows.study.evaluate import _write_csv
 
 PRIMARY = "iou@90"
-LOWER_IS_BETTER = ("mse", "kl", "emd")
 
 
 def check_layer(layer: int, num_layers: int, where: str = "") -> int:
@@ -133,29 +133,35 @@ def _model_name(record: dict) -> str:
 def shift_table(shifts: Sequence[RunShift], *, n_resamples: int = 10_000, seed: int = 42,
                 test: str = "auto") -> list[dict]:
     """One row per run × metric: frozen/fine-tuned means, Δ with paired bootstrap CI, the
-    paired test, d_z, raw p and Holm p across the runs (the model × strategy family)."""
-    rows = []
+    paired test, d_z, raw p and Holm p across the runs (the model × strategy family: one
+    `compare_pairs` call per metric; each row's CI from its own key)."""
     key = jax.random.key(seed)
+    found = {}
+    for metric in dict.fromkeys(m for s in shifts for m in s.frozen):
+        runs = [i for i, s in enumerate(shifts) if metric in s.frozen]
+        values = {}
+        for i in runs:  # the difference in float64, as the paired bootstrap always took it
+            values[f"{i}/finetuned"] = np.asarray(shifts[i].finetuned[metric], np.float64)
+            values[f"{i}/frozen"] = np.asarray(shifts[i].frozen[metric], np.float64)
+        keys = [jax.random.fold_in(jax.random.fold_in(key, i), list(shifts[i].frozen).index(
+            metric)) for i in runs]
+        family = compare_pairs(values, [(f"{i}/finetuned", f"{i}/frozen") for i in runs],
+                               family=f"{metric}: {len(runs)} model x strategy rows",
+                               key=keys, test=test, n_resamples=n_resamples)
+        found.update({(i, metric): c for i, c in zip(runs, family, strict=True)})
+    rows = []
     for i, s in enumerate(shifts):
-        for j, metric in enumerate(s.frozen):
+        for metric in s.frozen:
             a, b = s.finetuned[metric], s.frozen[metric]
-            ci = paired_bootstrap_ci(a, b, jax.random.fold_in(jax.random.fold_in(key, i), j),
-                                     n_resamples=n_resamples)
-            pr = paired_comparison(a, b, test=test)
+            c = found[(i, metric)]
             rows.append({
-                "run": s.label, "metric": metric, "n": int(pr.n),
+                "run": s.label, "metric": metric, "n": c.n,
                 "frozen_mean": float(np.mean(b)), "finetuned_mean": float(np.mean(a)),
-                "delta": float(np.mean(a - b)), "ci_lo": float(np.ravel(ci.lo)[0]),
-                "ci_hi": float(np.ravel(ci.hi)[0]), "test": pr.test, "p": float(pr.p_value),
-                "d_z": float(pr.effect_dz),
-                "better": "lower" if metric in LOWER_IS_BETTER else "higher",
+                "delta": float(np.mean(a - b)), "ci_lo": c.ci_lo, "ci_hi": c.ci_hi,
+                "test": c.test, "p": c.p_value, "d_z": c.effect_dz, "better": better(metric),
+                "p_holm": c.p_corrected, "holm_family": c.family,
+                "significant": c.significant,
             })
-    for metric in {r["metric"] for r in rows}:
-        fam = [r for r in rows if r["metric"] == metric]
-        for r, p in zip(fam, holm([r["p"] for r in fam]), strict=True):
-            r["p_holm"] = float(p)
-            r["holm_family"] = f"{metric}: {len(fam)} model x strategy rows"
-            r["significant"] = bool(p < 0.05)
     return rows
 
 
