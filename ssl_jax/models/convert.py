@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ssl_jax.core.errors import UserError
 from ssl_jax.models.spec import ModelSpec
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded; the message names the file, key and shapes."""
 
 
