@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
+from ssl_jax.core.errors import UserError
+
 Family = Literal["dinov2", "dinov3", "mae", "clip", "siglip"]
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
 
@@ -239,7 +241,7 @@ _FAMILY_OF_TYPE: dict[str, Family] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config.json that does not describe one of the supported encoders."""
 
 
