@@ -12,13 +12,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ssl_jax.core.errors import UserError
 from ssl_jax.models.families import family
 from ssl_jax.models.keymap import Entry
 from ssl_jax.models.layers import block_shapes
 from ssl_jax.models.spec import ModelSpec
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded; the message names the file, key and shapes."""
 
 

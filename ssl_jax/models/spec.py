@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ssl_jax.core.errors import UserError
+
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
 
 
@@ -139,5 +141,5 @@ class ModelInfo:
     description: str
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config.json that does not describe one of the supported encoders."""

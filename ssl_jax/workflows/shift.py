@@ -24,6 +24,8 @@ import numpy as np
 
 from ssl_jax.attention.heatmap import to_heatmap
 from ssl_jax.attention.registry import default_method, map_method, method_maps
+from ssl_jax.core.batching import padded_batches
+from ssl_jax.core.errors import UserError
 from ssl_jax.core.styles import STYLE_NAMES
 from ssl_jax.core.validate import RULES, OptionError, check, check_all
 from ssl_jax.figures.study import overlay_grid
@@ -66,14 +68,9 @@ def heatmaps(model: Model, pixels: np.ndarray, *, layer: int = -1, method: str |
     method = method or default_method(spec)
     if map_method(method).per_head or not map_method(method).applies_to(spec):
         raise ValueError(f"heatmaps need a head-fused map method {spec.family} has, got {method!r}")
-    out = []
-    for start in range(0, len(pixels), batch_size):
-        chunk = pixels[start:start + batch_size]
-        k = len(chunk)
-        if k < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - k, 0)])
-        out.append(np.asarray(_heatmaps(model.params, jnp.asarray(chunk), spec=spec, layer=layer,
-                                        method=method, size=size))[:k])
+    out = [np.asarray(_heatmaps(model.params, jnp.asarray(pixels[idx]), spec=spec, layer=layer,
+                                method=method, size=size))[:k]
+           for idx, k in padded_batches(np.arange(len(pixels)), batch_size)]
     return np.concatenate(out)
 
 
@@ -100,7 +97,7 @@ def run_shift(run_dir: str | Path, dataset, *, layer: int = -1, size: int = 224,
     input_size = tuple(clf.record["training"]["input_size"])
     anns = dataset.annotated()
     if not anns:
-        raise ValueError(f"dataset {dataset.root} has no annotated images")
+        raise UserError(f"dataset {dataset.root} has no annotated images")
     pixels, _ = preprocess(ft, [load_image(a.path) for a in anns], mode="squash",
                            size=input_size)
     h_frozen = heatmaps(base, pixels, layer=layer, size=size, batch_size=batch_size)

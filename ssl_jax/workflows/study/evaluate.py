@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.attention.heatmap import to_heatmap
-from ssl_jax.core.errors import UserError
+from ssl_jax.core.errors import MissingFileError, UserError
 from ssl_jax.core.progress import Progress
 from ssl_jax.core.styles import STYLE_NAMES
 from ssl_jax.io.atomic import atomic_path
@@ -211,7 +211,7 @@ def _evaluate(config: StudyConfig, cache: MapCache, jobs: list[tuple[str, str]],
 
     per_image: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (model, method) → (I, L)
     heads: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # → (I, L, H)
-    bar = Progress(len(jobs), "evaluate", enabled=progress)
+    bar = Progress(len(jobs), "evaluate", unit="pairs", enabled=progress)
     chunk = 4
     for model, method in jobs:
         idx = np.flatnonzero(have[(model, method)])
@@ -400,7 +400,7 @@ def _image_path(root: Path, image_id: str) -> Path:
     for p in image_candidates(root / "images", image_id):
         if p.is_file():
             return p
-    raise ValueError(f"image file for {image_id} not found in {root / 'images'}")
+    raise MissingFileError(f"image file for {image_id} not found in {root / 'images'}")
 
 
 def _load_rgb(root: Path, image_id: str, orientation: str = "stored") -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ssl_jax.attention.registry import applicable_methods, method_maps
+from ssl_jax.core.batching import pad_rows
 from ssl_jax.io.images import open_rgb
 from ssl_jax.io.store import MapCache
 from ssl_jax.models.model import Model
@@ -116,9 +117,7 @@ def extract_model(
         images = [load_image(i) for i in range(lo, hi)]
         pixels, tfs = preprocess(model, images, mode=preprocess_mode, size=size)
         transforms[lo:hi] = tfs
-        if hi - lo < batch_size:  # pad with copies of the last image: fixed shapes
-            pad = np.repeat(pixels[-1:], batch_size - (hi - lo), axis=0)
-            pixels = np.concatenate([pixels, pad])
+        pixels = pad_rows(pixels, batch_size)  # fixed shapes
         t0 = time.perf_counter()
         # every method, always: one jitted function and the same numbers whatever is missing
         maps = compute_maps(model, pixels, methods, mesh=mesh)

@@ -113,7 +113,7 @@ def _extract_all(config: StudyConfig, cache: MapCache, image_paths: Sequence[str
         info["methods"] = [*old, *(m for m in methods if m not in old)]
         cache.set_model_info(alias, info)
         weights[alias] = info
-        bar = Progress(cache.num_images, f"extract {alias}", enabled=progress)
+        bar = Progress(cache.num_images, f"extract {alias}", unit="images", enabled=progress)
         stats, _ = extract_model(
             cache, alias, model, lambda i: load_image_file(image_paths[i], config.orientation),
             methods=methods,
