@@ -1,6 +1,6 @@
 """The input check shared by every public encoder entry point: pixels must be preprocessed.
 
-`forward`, `encode` and the gradient maps take pixels from `ssl_jax.models.preprocess`; raw images
+`forward`, `encode` and the gradient maps take pixels from `ssl_jax.preprocess`; raw images
 (integer dtypes, 0..255 floats) and non-finite values would go through the network without a
 word and give wrong numbers, so they are refused here with a `UserError`.
 """
@@ -39,7 +39,7 @@ def _abs_max(x: jax.Array) -> jax.Array:
 def check_pixel_values(spec: ModelSpec, pixels, *, what: str = "pixels") -> None:
     """Refuse pixels that were not preprocessed: integer dtypes (raw 0..255 images), values
     beyond `pixel_bound(spec)` and non-finite values, with a `UserError` pointing to
-    `ssl_jax.models.preprocess`. Tracers (calls under jit/grad/vmap) are not checked; a concrete
+    `ssl_jax.preprocess`. Tracers (calls under jit/grad/vmap) are not checked; a concrete
     array costs one min/max reduction (on the host for numpy, on device for a jax array,
     fetching one scalar)."""
     if isinstance(pixels, jax.core.Tracer):
