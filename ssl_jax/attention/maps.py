@@ -51,7 +51,8 @@ def cls_row_map(
     fusion: Fusion | None = "mean",
     head_indices: Sequence[int] | None = None,
 ) -> jax.Array:
-    """CLS → patch attention from CLS rows (..., heads, T) (as `forward(attentions="cls")`).
+    """CLS → patch attention from CLS rows (..., heads, T) (`cls_attentions` of
+    `forward(attentions="cls")`).
 
     Returns (..., grid_h, grid_w), or (..., heads', grid_h, grid_w) with `fusion=None`.
     """

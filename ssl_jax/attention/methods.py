@@ -36,49 +36,50 @@ def attention_map(
 ) -> jax.Array:
     """Maps from an `EncoderOutput`: (B, [layers], [heads], grid_h, grid_w).
 
-    The output's own attention mode decides the source ("full" (B, L', H, T, T), "cls" rows
-    (B, L', H, T), "rollout" rows (B, L', T)); `layer` is a model layer index from
-    `output.attention_layers` (negative: from the end of that list) and drops the layer
-    axis; None keeps it. "rollout" from full attentions needs all layers from 0 and takes
-    `rollout_options`; rollout has no heads (fusion/head_indices go in the options).
+    Each method reads the fields that hold its source: "cls" the CLS rows (`cls_attentions`
+    (B, L', H, T), from forward(attentions="cls")) or the full `attentions` (B, L', H, T, T);
+    "mean" the full attentions; "rollout" the fused `rollout` rows (B, L', T), or the full
+    attentions of all layers from 0 (with `rollout_options`); "probe" `probe_attention`.
+    `layer` is a model layer index from `output.attention_layers` (negative: from the end of
+    that list) and drops the layer axis; None keeps it. Rollout has no heads
+    (fusion/head_indices go in the options).
     """
     layout = output.layout
-    att = output.attentions
+    full, rows, rolled = output.attentions, output.cls_attentions, output.rollout
     if method == "probe":
         return probe_map(output.probe_attention, layout, fusion=fusion, head_indices=head_indices)
-    if att is None:
-        raise ValueError(f"method {method!r} needs attentions: run forward(..., attentions=...)")
     if method not in ("cls", "mean", "rollout"):
         raise ValueError(f"method must be 'cls', 'mean', 'probe' or 'rollout', got {method!r}")
+    if full is None and rows is None and rolled is None:
+        raise ValueError(f"method {method!r} needs attentions: run forward(..., attentions=...)")
     layers = output.attention_layers
     if method == "rollout":
-        if att.ndim == 3:  # fused forward: CLS rows already rolled out
-            rows = att
+        if rolled is not None:  # fused forward: CLS rows already rolled out
             if rollout_options is not None:
                 raise ValueError("rollout_options belong in forward(..., rollout=...) for a "
                                  "fused-rollout output")
-            maps = tokens_to_grid(rows, layout)
-        elif att.ndim == 5:
+            maps = tokens_to_grid(rolled, layout)
+        elif full is not None:
             if layers != tuple(range(len(layers))):
                 raise ValueError(f"rollout from full attentions needs layers 0..L-1, this "
                                  f"output has {list(layers)}")
             opts = rollout_options
             start = 0 if opts is None else opts.start_layer
-            maps = rollout_map(att, layout, options=opts, all_layers=True)
+            maps = rollout_map(full, layout, options=opts, all_layers=True)
             layers = layers[start:start + maps.shape[1]]
         else:
             raise ValueError("rollout needs forward(..., attentions='full' or 'rollout')")
     elif method == "cls":
-        if att.ndim == 5:
-            maps = cls_map(att, layout, fusion=fusion, head_indices=head_indices)
-        elif att.ndim == 4:
-            maps = cls_row_map(att, layout, fusion=fusion, head_indices=head_indices)
+        if full is not None:
+            maps = cls_map(full, layout, fusion=fusion, head_indices=head_indices)
+        elif rows is not None:
+            maps = cls_row_map(rows, layout, fusion=fusion, head_indices=head_indices)
         else:
             raise ValueError("cls maps need forward(..., attentions='full' or 'cls')")
     else:
-        if att.ndim != 5:
+        if full is None:
             raise ValueError("mean maps need forward(..., attentions='full')")
-        maps = mean_map(att, layout, fusion=fusion, head_indices=head_indices)
+        maps = mean_map(full, layout, fusion=fusion, head_indices=head_indices)
     if layer is None:
         return maps
     return maps[:, _layer_position(tuple(layers), layer)]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 
 import click
 
 from ssl_jax import models as _models
+from ssl_jax.core.errors import UserError
+
+DEBUG_ENV = "SSL_JAX_DEBUG"  # =1: like --debug
 
 # Subcommands that live beside the code they drive, imported only when used (keeps
 # `ssl-jax --help` fast and lets each part of the library own its command):
@@ -41,7 +45,8 @@ def _lazy_command(name: str) -> click.Command | None:
 
 
 class _Errors(click.Group):
-    """Known error types become one-line messages instead of tracebacks; lazy subcommands."""
+    """A `UserError` becomes one line `error: ...` and exit status 2 (with its traceback too
+    under --debug); every other exception is a bug and keeps its traceback. Lazy subcommands."""
 
     def list_commands(self, ctx):
         lazy = [n for n in LAZY_COMMANDS if _lazy_command(n) is not None]
@@ -56,19 +61,25 @@ class _Errors(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (_models.CheckpointError, _models.ConfigError, ValueError, OSError) as e:
+        except UserError as e:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+
+
 @click.group(cls=_Errors)
 @click.version_option(package_name="ssl-jax")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar=DEBUG_ENV,
+              help=f"Show the traceback of user errors too (or set {DEBUG_ENV}=1).")
+def main(debug: bool) -> None:
     """ssl_jax: exact JAX ports of five self-supervised ViTs and the attention-alignment study."""
 
 
 @main.command("models")
 def models_cmd() -> None:
     """List the five study encoders: alias, hub id, token layout and patch grid at their input size."""
-    from ssl_jax.models.spec import bundled_spec
+    from ssl_jax.models.config import bundled_spec
 
     rows = [("alias", "hub id", "input", "patch", "grid", "tokens", "layout")]
     for alias, info in _models.MODELS.items():

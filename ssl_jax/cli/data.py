@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ssl_jax.core.errors import UserError
+from ssl_jax.core.progress import format_size
 from ssl_jax.io.dataset import download as dl
 
 
@@ -56,9 +58,9 @@ def download(names, dest, files, exclude, list_only, verify_only, extract, base_
             total = 0
             for f in dl.select_files(chosen or ["all"], excluded):
                 mark = "*" if f.name in default else " "
-                click.echo(f"{mark} {f.name:<22} {dl.format_size(f.size):>10}  {f.description}")
+                click.echo(f"{mark} {f.name:<22} {format_size(f.size):>10}  {f.description}")
                 total += f.size
-            click.echo(f"  {'total':<22} {dl.format_size(total):>10}  (* = downloaded by default)")
+            click.echo(f"  {'total':<22} {format_size(total):>10}  (* = downloaded by default)")
             return
         if verify_only:
             results = dl.verify(chosen, dest, exclude=excluded, checksums=checksums,
@@ -73,5 +75,5 @@ def download(names, dest, files, exclude, list_only, verify_only, extract, base_
                             checksums_url=checksums_url, extract=extract, timeout=timeout,
                             retries=retries, progress=progress, log=log)
         click.echo(f"{len(paths)} files in {dest}")
-    except (dl.DownloadError, dl.UnsafeArchiveError, ValueError) as e:
+    except UserError as e:  # (download errors are exit status 1, as before)
         raise click.ClickException(str(e)) from None

@@ -36,9 +36,7 @@ def visualize(source, kind, index, layer, token, sae_path, size, steps, lr, nega
     from ssl_jax.featvis.core import visualize as run
 
     t0 = time.time()
-    model, rnd = load_encoder(source, allow_random_weights)
-    if rnd:
-        click.echo(f"note: no cached checkpoint for {source}: RANDOM weights")
+    model, _ = load_encoder(source, allow_random_weights)
     sae = None
     if kind == "sae":
         if sae_path is None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ssl_jax.core.errors import UserError
+from ssl_jax.core.progress import Progress
 from ssl_jax.io.atomic import write_json_atomic
 
 ACTIVATIONS = "activations"  # tensorstore activation store under --out
@@ -15,15 +17,14 @@ SAE_DIR = "sae"              # orbax SAE folder under --out
 
 
 def load_encoder(source: str, allow_random: bool):
-    """Load `source`; with `allow_random`, fall back to random weights of the architecture."""
-    import ssl_jax
+    """(model, random?): `source` from local files, else (when allowed) random weights of
+    its architecture, said on stderr."""
+    from ssl_jax.io.weights import load_weights, random_note
 
-    try:
-        return ssl_jax.load_model(source, local_files_only=True), False
-    except Exception:
-        if not allow_random:
-            raise
-        return ssl_jax.random_model(source), True
+    model, info = load_weights(source, allow_random=allow_random, seed=0)
+    if info["random"]:
+        click.echo(random_note(info), err=True)
+    return model, info["random"]
 
 
 def _dataset(path):
@@ -65,14 +66,19 @@ def train_cmd(source, dataset, layer, size, tokens, expansion, steps, batch_size
     t0 = time.time()
     out = Path(out_dir)
     model, rnd = load_encoder(source, allow_random_weights)
-    if rnd:
-        click.echo(f"note: no cached checkpoint for {source}: RANDOM weights")
+
+    bar = None
 
     def progress(done, total):
-        click.echo(f"\rcapturing layer activations: {done}/{total} images", nl=done == total)
+        nonlocal bar
+        if bar is None:
+            bar = Progress(total, "capturing layer activations", unit="images", enabled=True)
+        bar.update(done - bar.done)
 
     acts = capture_dataset(model, _dataset(dataset), layer, size=(size, size),
                            store=out / ACTIVATIONS, progress=progress)
+    if bar is not None:
+        bar.close()
     t1 = time.time()
     click.echo(f"captured {acts.num_images} images, layer {acts.layer}, grid {acts.grid}, "
                f"width {acts.width} ({t1 - t0:.1f} s)")
@@ -150,7 +156,7 @@ def score_cmd(out_dir, n_features, map_size):
     anns = {a.path.name: a for a in ds.annotated()}
     rows = [i for i, im in enumerate(acts.image_ids) if im in anns]
     if not rows:
-        raise ValueError("no annotated images among the captured activations")
+        raise UserError("no annotated images among the captured activations")
     pooled = image_activations(model_sae, acts, "mean")
     feats = np.argsort(-pooled[rows].mean(0), kind="stable")[:n_features]
     size = (map_size, map_size)

@@ -8,10 +8,16 @@ from pathlib import Path
 
 import click
 
-from ssl_jax.workflows.study.config import MAP_METHODS, StudyConfig, bundled_config, load_config
+from ssl_jax.attention.registry import MAP_METHODS, METHOD_NAMES
+from ssl_jax.workflows.study.config import StudyConfig, bundled_config, load_config
 
 CONFIG_HELP = ("Study config: a TOML file or a bundled name ('sample', 'wikichurches'). "
                "Flags override its values.")
+
+METHODS_HELP = (
+    f"Map methods (repeat or comma-separate) from {', '.join(METHOD_NAMES)}; each model gets "
+    f"those it has ({', '.join(n for n, m in MAP_METHODS.items() if m.needs_cls)} need a CLS "
+    f"token; {', '.join(n for n, m in MAP_METHODS.items() if m.needs_map_head)} a MAP head).")
 
 
 def _config(config: str | None, **overrides) -> StudyConfig:
@@ -64,7 +70,7 @@ def _common_options(fn):
 @click.option("--cache", "cache_dir", default="runs/cache", show_default=True,
               help="Map cache folder (tensorstore zarr); reruns skip finished images.")
 @click.option("--methods", multiple=True, default=None,
-              help=f"Map methods (repeat or comma-separate) from {', '.join(MAP_METHODS)}.")
+              help=METHODS_HELP)
 @click.option("--batch-size", type=int, default=None, help="Images per forward pass.")
 @click.option("--cache-dtype", type=click.Choice(["float32", "float16"]), default=None,
               help="Storage dtype of the cached maps.")

@@ -11,18 +11,14 @@ from ssl_jax.core.validate import RULES, cli_float_list, rule
 
 
 def _model(source: str, allow_random: bool, seed: int):
-    from ssl_jax.io.weights import load_model
-    from ssl_jax.models import CheckpointError, random_model
-    from ssl_jax.models.spec import MODELS
+    """`source`'s weights (downloads allowed unless HF_HUB_OFFLINE), else random ones."""
+    from ssl_jax.io.weights import load_weights, random_note
 
-    try:
-        return load_model(source)
-    except (CheckpointError, OSError) as e:
-        if not (allow_random and source in MODELS):
-            raise
-        click.echo(f"warning: {e}\nwarning: using RANDOM weights for {source} "
-                   "(not a scientific result)", err=True)
-        return random_model(source, seed)
+    model, info = load_weights(source, allow_random=allow_random, seed=seed,
+                               local_files_only=None)
+    if info["random"]:
+        click.echo(random_note(info), err=True)
+    return model
 
 
 def _size(input_size: int | None):
@@ -146,12 +142,10 @@ def probe(source, dataset, input_size, batch_size, folds, seed, exclude_annotate
           allow_random_weights):
     """Linear probe (scaler + logistic regression, stratified k-fold) on frozen features."""
     from ssl_jax.io.dataset import STYLE_NAMES, load_dataset
-    from ssl_jax.io.runs import is_finetuned_run, load_finetuned
     from ssl_jax.train.probe import extract_features, linear_probe
     from ssl_jax.workflows.train_data import dataset_folder, decode_images
 
-    model = (load_finetuned(source) if is_finetuned_run(source)
-             else _model(source, allow_random_weights, seed))
+    model = _model(source, allow_random_weights, seed)
     ds = load_dataset(dataset_folder(dataset), require_churches=True)
     annotated = set(ds.annotated_ids)
     items = [it for it in ds.images(labeled_only=True)

@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """A problem with the user's input, files or environment, stated so they can fix it."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (or that a named folder must hold) is not there; also
+    a FileNotFoundError, as it was before there was a common base."""

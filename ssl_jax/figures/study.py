@@ -2,7 +2,8 @@
 progression with CI bands, model comparison bars, style / feature-type breakdowns.
 
 Every function takes plain arrays / row dicts and returns a saved PNG path; `stamp` (e.g.
-the random-weights warning) is written across the figure when given.
+the random-weights warning) is written across the figure when given. A metric's axis label
+(and which way is better) comes from the metric registry; other names are shown as given.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ssl_jax.io.atomic import atomic_path
+from ssl_jax.metrics.registry import axis_label
 
 MODEL_COLORS = {"dinov2": "#1f77b4", "dinov3": "#2ca02c", "mae": "#ff7f0e", "clip": "#d62728",
                 "siglip2": "#9467bd"}
@@ -74,7 +76,7 @@ def layer_progression(series: dict[str, dict[str, np.ndarray]], path: Path, *, m
         ax.plot(s["layer"], s["mean"], marker="o", ms=3, label=label, color=color)
         ax.fill_between(s["layer"], s["lo"], s["hi"], alpha=0.2, color=color)
     ax.set_xlabel("layer")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(axis_label(metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"{metric} by layer (mean, 95% bootstrap CI)", fontsize=10)
@@ -96,7 +98,7 @@ def comparison_bars(labels: Sequence[str], mean: np.ndarray, lo: np.ndarray, hi:
     if baselines:
         ax.legend(fontsize=7)
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(axis_label(metric))
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or f"{metric} (mean, 95% bootstrap CI)", fontsize=10)
     return _finish(fig, path, stamp)
@@ -115,7 +117,7 @@ def head_grid(values: dict[str, np.ndarray], path: Path, *, metric: str,
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
     if im is not None:
-        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=metric)
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=axis_label(metric))
     return _finish(fig, path, stamp)
 
 
@@ -130,7 +132,7 @@ def grouped_bars(groups: Sequence[str], series: dict[str, np.ndarray], path: Pat
         ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=label,
                color=MODEL_COLORS.get(label.split("/")[0]))
     ax.set_xticks(x, groups, rotation=35, ha="right", fontsize=7)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(axis_label(metric))
     ax.legend(fontsize=7, ncol=3)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title, fontsize=10)

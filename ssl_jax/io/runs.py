@@ -25,16 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.io.atomic import write_json_atomic
+from ssl_jax.io.checkpoints import CheckpointSeries, restore_tree, save_tree
 from ssl_jax.models.checkpoint import tree_digest
+from ssl_jax.models.config import bundled_checkpoint_files, spec_from_config
 from ssl_jax.models.convert import CheckpointError, key_map, param_shapes
+from ssl_jax.models.families import MODELS, family
 from ssl_jax.models.model import Model
-from ssl_jax.models.spec import (
-    MODELS,
-    ModelSpec,
-    Preprocessing,
-    bundled_checkpoint_files,
-    spec_from_config,
-)
+from ssl_jax.models.spec import ModelSpec, Preprocessing
 from ssl_jax.train.lora import LoraConfig, merge
 from ssl_jax.train.step import initial_state_like, initial_trainable
 
@@ -126,119 +123,51 @@ def compare_records(stored: dict, current: dict, *, where: str) -> None:
                               "settings (use a new --out folder):\n  " + "\n  ".join(diffs))
 
 
-# ---- orbax ------------------------------------------------------------------------------------------
-
-def _ocp():
-    import orbax.checkpoint as ocp
-
-    return ocp
-
-
-def abstract_tree(tree):
-    """Restore targets on this process's first device: a run checkpointed on N devices (or a
-    GPU) restores anywhere; the trainer re-shards after loading."""
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x),
-                                                       sharding=one), tree)
-
+# ---- orbax (through ssl_jax.io.checkpoints) ----------------------------------------------------
 
 class RunCheckpoints:
-    """The orbax CheckpointManagers of a run: `latest` (full state, max 1) and `best` (trainable
-    params by validation accuracy, max 1)."""
+    """The checkpoints of a run: `latest` (full state) and `best` (trainable params of the
+    best epoch by validation accuracy), one step kept each."""
 
     def __init__(self, run_dir: str | os.PathLike, *, create: bool = True):
-        ocp = _ocp()
         self.root = Path(run_dir).absolute() / "checkpoints"
-        opts = dict(max_to_keep=1, create=create, enable_async_checkpointing=False)
+        by = "by a different model/strategy"
+        self.latest = CheckpointSeries(self.root / "latest", what="latest checkpoint",
+                                       written_by=by, create=create)
         try:
-            self.latest = ocp.CheckpointManager(
-                self.root / "latest", options=ocp.CheckpointManagerOptions(**opts))
-            self.best = ocp.CheckpointManager(
-                self.root / "best", options=ocp.CheckpointManagerOptions(
-                    best_fn=lambda m: m["val_accuracy"], best_mode="max", **opts))
-        except Exception as e:
-            raise CheckpointError(f"{self.root}: cannot open checkpoints ({type(e).__name__}: "
-                                  f"{_first_line(e)})") from None
+            self.best = CheckpointSeries(self.root / "best", what="best checkpoint",
+                                         written_by=by, create=create, best_metric="val_accuracy")
+        except CheckpointError:
+            self.latest.close()
+            raise
 
     def save_latest(self, step: int, state: dict, meta: dict) -> None:
-        ocp = _ocp()
-        if step in self.latest.all_steps():
-            return
-        meta = {**meta, "sha256": tree_digest(state)}
-        self.latest.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        self.latest.save(step, state, meta)
 
     def save_best(self, step: int, trainable: dict, meta: dict) -> None:
-        ocp = _ocp()
-        if step in self.best.all_steps():
-            return
-        meta = {**meta, "sha256": tree_digest(trainable)}
-        self.best.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(trainable), meta=ocp.args.JsonSave(meta)),
-            metrics={"val_accuracy": float(meta["val_accuracy"])})
+        self.best.save(step, trainable, meta,
+                       metrics={"val_accuracy": float(meta["val_accuracy"])})
 
     def restore(self, which: str, target) -> tuple[int, Any, dict] | None:
         """(step, state, meta) of the newest `which` checkpoint, or None if there is none.
         `target` is an example tree of the expected structure (arrays or shape structs)."""
-        ocp = _ocp()
-        mgr = self.latest if which == "latest" else self.best
-        step = mgr.latest_step()
-        if step is None:
-            return None
-        where = self.root / which / str(step)
-        try:
-            out = mgr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_tree(target)), meta=ocp.args.JsonRestore()))
-            state, meta = out["state"], dict(out["meta"])
-        except Exception as e:
-            raise CheckpointError(
-                f"{where}: cannot restore the {which} checkpoint — it is corrupt or was written "
-                f"by a different model/strategy ({type(e).__name__}: {_first_line(e)})") from None
-        digest = meta.get("sha256")
-        if digest is None or tree_digest(state) != digest:
-            raise CheckpointError(f"{where}: checkpoint data do not match their recorded sha256 "
-                                  "(the files are corrupt)")
-        return step, state, meta
+        return (self.latest if which == "latest" else self.best).restore(target)
 
     def close(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
         self.latest.close()
         self.best.close()
 
 
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:300] if s else ""
-
-
 def save_base(run_dir: Path, params: dict) -> str:
-    """Write the starting backbone once (orbax); returns its sha256."""
-    ocp = _ocp()
-    path = (run_dir / "base").absolute()
-    digest = tree_digest(params)
-    if not path.exists():
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(path, params)
-            ckptr.wait_until_finished()
-    return digest
+    """Write the starting backbone once; returns its sha256."""
+    path = Path(run_dir) / "base"
+    return tree_digest(params) if path.exists() else save_tree(path, params)
 
 
 def restore_base(run_dir: Path, spec: ModelSpec, digest: str | None) -> dict:
-    ocp = _ocp()
-    path = (Path(run_dir) / "base").absolute()
-    target = abstract_tree(jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32),
-                                    param_shapes(spec), is_leaf=lambda s: isinstance(s, tuple)))
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(path, target)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot restore the base backbone ({type(e).__name__}: "
-                              f"{_first_line(e)})") from None
-    if digest is not None and tree_digest(params) != digest:
-        raise CheckpointError(f"{path}: base backbone does not match its recorded sha256 "
-                              "(the files are corrupt)")
-    return params
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), param_shapes(spec),
+                          is_leaf=lambda s: isinstance(s, tuple))
+    return restore_tree(Path(run_dir) / "base", target, sha256=digest, what="base backbone")
 
 
 # ---- loading a run ------------------------------------------------------------------------------------
@@ -335,13 +264,6 @@ def params_to_state_dict(spec: ModelSpec, params: dict) -> dict[str, np.ndarray]
     return {k: v.reshape(shapes[k]) for k, v in flat.items()}
 
 
-def _hf_prefix(config: dict, spec: ModelSpec) -> str:
-    """Composite hub configs (CLIPModel, SiglipModel) keep the vision tower under a prefix."""
-    if config.get("model_type") in ("clip", "siglip"):
-        return "vision_model."
-    return ""
-
-
 def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, which: str = "best",
               hf_config: dict | None = None, preprocessor: dict | None = None) -> Path:
     """Write the fine-tuned backbone (LoRA merged) as a Hugging Face folder: config.json,
@@ -364,7 +286,7 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, which: 
                               f"model (differs in {', '.join(diffs)})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prefix = _hf_prefix(config, spec)
+    prefix = family(spec).export_prefix(config)  # composite configs: "vision_model."
     sd = {prefix + k: np.ascontiguousarray(v)
           for k, v in params_to_state_dict(spec, clf.model.params).items()}
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})

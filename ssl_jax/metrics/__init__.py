@@ -4,6 +4,11 @@ localisation metrics the original lacks, aggregation helpers and baseline maps (
 Entry point for the study: `alignment_grid(maps (I, ..., H, W), masks (I, H, W), targets)`
 — IoU at 7 percentiles, coverage, pointing, MSE and KL for every map in one jitted call.
 
+`registry` declares every metric once: its function, which way is better, what it needs
+(mask, soft target, boxes, percentile, tolerance) and its empty-mask value; the grid, the
+study's evaluate / compare, shift and the figures read it. The grid and the standalone
+functions share one per-map kernel per metric.
+
 `degenerate(maps)` (True where a map has a non-finite value, no positive mass or is
 constant) is the rule by which every metric here returns NaN instead of a sanitised,
 tie-broken number; the aggregation helpers skip NaN and report the count (``excluded``).

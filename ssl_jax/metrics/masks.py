@@ -20,7 +20,8 @@ goes through the transform's resize and crop and is rasterised in its ``input_si
 Transform gives exactly the masks of the plain ``input_size`` frame.
 
 Everything is vectorised over leading axes; `box_edges` (host, float64) then `edges_to_masks`
-(numpy or jax.numpy) lets masks be built on a device from small integer arrays.
+(numpy or jax.numpy) lets masks be built on a device from small integer arrays; `mask_edges`
+goes back from (turned) box masks to edges.
 """
 
 from __future__ import annotations
@@ -104,6 +105,18 @@ def edges_to_masks(edges, size: tuple[int, int], xp: Any = np):
     in_rows = ((rows >= y1) & (rows < y2))[..., :, None]  # (..., H, 1)
     in_cols = ((cols >= x1) & (cols < x2))[..., None, :]  # (..., 1, W)
     return in_rows & in_cols
+
+
+def mask_edges(masks) -> np.ndarray:
+    """(..., H, W) bool box masks → (..., 4) int32 edges (x1, y1, x2, y2) of each mask's
+    bounding box, end-exclusive; (0, 0, 0, 0) for an empty mask. For rectangles it inverts
+    `edges_to_masks`: the edges of a box mask after a flip or transpose of the frame."""
+    m = np.asarray(masks, bool)
+    h, w = m.shape[-2:]
+    rows, cols = m.any(axis=-1), m.any(axis=-2)
+    e = np.stack([cols.argmax(-1), rows.argmax(-1), w - cols[..., ::-1].argmax(-1),
+                  h - rows[..., ::-1].argmax(-1)], axis=-1)
+    return np.where(rows.any(axis=-1)[..., None], e, 0).astype(np.int32)
 
 
 def rasterize(boxes, frame) -> np.ndarray:

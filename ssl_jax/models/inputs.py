@@ -1,6 +1,6 @@
 """The input check shared by every public encoder entry point: pixels must be preprocessed.
 
-`forward`, `encode` and the gradient maps take pixels from `ssl_jax.models.preprocess`; raw images
+`forward`, `encode` and the gradient maps take pixels from `ssl_jax.preprocess`; raw images
 (integer dtypes, 0..255 floats) and non-finite values would go through the network without a
 word and give wrong numbers, so they are refused here with a `UserError`.
 """
@@ -39,13 +39,13 @@ def _abs_max(x: jax.Array) -> jax.Array:
 def check_pixel_values(spec: ModelSpec, pixels, *, what: str = "pixels") -> None:
     """Refuse pixels that were not preprocessed: integer dtypes (raw 0..255 images), values
     beyond `pixel_bound(spec)` and non-finite values, with a `UserError` pointing to
-    `ssl_jax.models.preprocess`. Tracers (calls under jit/grad/vmap) are not checked; a concrete
+    `ssl_jax.preprocess`. Tracers (calls under jit/grad/vmap) are not checked; a concrete
     array costs one min/max reduction (on the host for numpy, on device for a jax array,
     fetching one scalar)."""
     if isinstance(pixels, jax.core.Tracer):
         return
     dtype = np.dtype(pixels.dtype) if hasattr(pixels, "dtype") else np.asarray(pixels).dtype
-    fix = (f"preprocess the images with ssl_jax.models.preprocess(model, images) (the {spec.family} "
+    fix = (f"preprocess the images with ssl_jax.preprocess(model, images) (the {spec.family} "
            "processor: resize, rescale to [0, 1], normalise with its mean/std), or pass "
            "check_inputs=False to skip this check")
     if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":

@@ -36,7 +36,7 @@ def features(spec: ModelSpec, backbone: dict, pixels: jax.Array, *, adapters: di
     forward (key: LoRA dropout randomness; None = evaluation, no dropout)."""
     params = backbone if adapters is None else inject(backbone, adapters)
     with adapted(lora if adapters is not None else None, key):
-        out = encode(spec, params, pixels, attentions="none", dtype=dtype)
+        out = encode(spec, params, pixels, dtype=dtype)
     if feature_kind(spec) == "pooled":
         return out["pooled"]
     return out["last_hidden_state"][0]

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ssl_jax.core.batching import padded_batches
 from ssl_jax.core.validate import RULES, OptionError, check
 from ssl_jax.models.spec import ModelSpec
 from ssl_jax.train.augment import AugmentConfig, prepare_batch
@@ -272,16 +273,6 @@ class Trainer:
 
 def _hashable(v):
     return tuple(_hashable(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-
-def padded_batches(order: np.ndarray, batch_size: int):
-    """Yield (indices padded to batch_size by repeating the first, real count)."""
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        n = len(idx)
-        if n < batch_size:
-            idx = np.concatenate([idx, np.full(batch_size - n, order[0])])
-        yield idx, n
 
 
 def epoch_order(shuffle_key: jax.Array, epoch: int, n: int) -> np.ndarray:

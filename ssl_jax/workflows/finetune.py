@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from ssl_jax.core.batching import padded_batches
 from ssl_jax.core.errors import UserError
 from ssl_jax.core.validate import RULES, OptionError, check
 from ssl_jax.io.manifest import machine, versions
@@ -41,7 +42,6 @@ from ssl_jax.train.step import (
     _keys,
     epoch_order,
     initial_trainable,
-    padded_batches,
 )
 
 

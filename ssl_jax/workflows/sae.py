@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from ssl_jax import forward
+from ssl_jax.core.errors import MissingFileError, UserError
+from ssl_jax.core.validate import OptionError
 from ssl_jax.io.atomic import atomic_path
 from ssl_jax.io.dataset import load_dataset, load_image
-from ssl_jax.io.store import MapCache, open_existing
+from ssl_jax.io.store import IncompleteCacheError, MapCache, open_existing
 from ssl_jax.models.checkpoint import tree_digest
 from ssl_jax.models.preprocess import preprocess
 
@@ -52,14 +54,14 @@ class Activations:
             return self.patches.reshape(-1, self.width)
         if which == "cls":
             if self.cls is None:
-                raise ValueError("this model has no CLS token (use tokens='patches')")
+                raise OptionError("this model has no CLS token (use tokens='patches')")
             return self.cls
         if which == "all":
             parts = [self.patches.reshape(-1, self.width)]
             if self.cls is not None:
                 parts.insert(0, self.cls)
             return np.concatenate(parts, axis=0)
-        raise ValueError(f"tokens must be 'patches', 'cls' or 'all', got {which!r}")
+        raise OptionError(f"tokens must be 'patches', 'cls' or 'all', got {which!r}")
 
     def image_vectors(self) -> np.ndarray:
         """One vector per image (N, D): the CLS token, or the mean patch token without one."""
@@ -70,7 +72,7 @@ def resolve_layer(layer: int, num_layers: int) -> int:
     """Hidden-state index in 0..num_layers (negative counts from the end: -1 = last block)."""
     n = num_layers + 1
     if not -n <= layer < n:
-        raise ValueError(f"layer {layer} out of range for {num_layers} blocks (0..{num_layers})")
+        raise OptionError(f"layer {layer} out of range for {num_layers} blocks (0..{num_layers})")
     return int(layer) % n
 
 
@@ -141,7 +143,7 @@ def capture_dataset(model, root, layer: int = -1, *, size=None, batch_size: int 
     `progress(done, total)` is called after each batch."""
     paths = _dataset_paths(root, annotated_only)
     if not paths:
-        raise ValueError(f"{root}: no images to capture")
+        raise UserError(f"{root}: no images to capture")
     ids = [p.name for p in paths]
     idx = resolve_layer(layer, model.spec.num_layers)
     meta = {"size": list(size) if size else None, "dataset": str(root)}
@@ -218,8 +220,8 @@ def load_activations(path: str | os.PathLike) -> Activations:
         cache = open_existing(path)
         done = cache.done_mask(STORE_KEY)
         if not done.all():
-            raise ValueError(f"{path}: activation store is incomplete ({int(done.sum())} of "
-                             f"{done.size} images); rerun the capture to finish it")
+            raise IncompleteCacheError(f"{path}: activation store is incomplete ({int(done.sum())} "
+                                       f"of {done.size} images); rerun the capture to finish it")
         st = dict(cache.settings)
         st.pop("kind", None)
         layer = int(st.pop("layer"))
@@ -233,7 +235,7 @@ def load_activations(path: str | os.PathLike) -> Activations:
             grid=(int(grid[0]), int(grid[1])), layer=layer, image_ids=list(cache.image_ids),
             meta=st)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no activation store or npz file here")
+        raise MissingFileError(f"{path}: no activation store or npz file here")
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
         return Activations(

@@ -2,8 +2,8 @@
 
 For each fine-tuning run, the frozen backbone (the run's own `base/`) and the fine-tuned one
 (LoRA merged) map every annotated image (squash frame, the run's input size) at one layer
-with the model's default method (CLS attention; SigLIP: mean attention), as heatmaps
-upsampled to `size` and min-max normalised. Every metric of `ssl_jax.metrics` is computed
+with the model's default method (ssl_jax.attention.registry: CLS attention; SigLIP: mean
+attention), as heatmaps upsampled to `size` and min-max normalised. Every metric of `ssl_jax.metrics` is computed
 per image for both; per run and metric: mean Δ = fine-tuned − frozen with a paired bootstrap
 CI, the paired test (auto: t-test or Wilcoxon by Shapiro-Wilk, named per row), d_z, and Holm
 across the model × strategy family (all runs given, per metric). Figures: side-by-side
@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.attention.heatmap import to_heatmap
-from ssl_jax.attention.maps import cls_map, mean_map
+from ssl_jax.attention.registry import default_method, map_method, method_maps
+from ssl_jax.core.batching import padded_batches
+from ssl_jax.core.errors import UserError
 from ssl_jax.core.styles import STYLE_NAMES
 from ssl_jax.core.validate import RULES, OptionError, check, check_all
 from ssl_jax.figures.study import overlay_grid
@@ -31,19 +33,15 @@ from ssl_jax.io.dataset import load_dataset, load_image, union_mask
 from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP
 from ssl_jax.io.runs import load_classifier, read_run, restore_base, write_json
 from ssl_jax.metrics import alignment_grid, emd, gaussian_target
-from ssl_jax.models.encoder import encode
+from ssl_jax.metrics.registry import better
+from ssl_jax.models.families import MODELS
 from ssl_jax.models.model import Model
 from ssl_jax.models.preprocess import preprocess
-from ssl_jax.models.spec import MODELS, ModelSpec
-from ssl_jax.stats import holm, paired_bootstrap_ci, paired_comparison
+from ssl_jax.models.spec import ModelSpec
+from ssl_jax.stats import compare_pairs
 from ssl_jax.workflows.study.evaluate import _write_csv
 
 PRIMARY = "iou@90"
-LOWER_IS_BETTER = ("mse", "kl", "emd")
-
-
-def default_method(spec: ModelSpec) -> str:
-    return "cls" if spec.has_cls else "mean"
 
 
 def check_layer(layer: int, num_layers: int, where: str = "") -> int:
@@ -58,10 +56,7 @@ def check_layer(layer: int, num_layers: int, where: str = "") -> int:
 
 @functools.partial(jax.jit, static_argnames=("spec", "layer", "method", "size"))
 def _heatmaps(params, pixels, *, spec: ModelSpec, layer: int, method: str, size: int):
-    layout = spec.layout(pixels.shape[1], pixels.shape[2])
-    out = jax.vmap(lambda x: encode(spec, params, x, attentions="full", layers=(layer,)))(pixels)
-    att = out["attentions"][:, 0]  # (B, heads, T, T)
-    maps = cls_map(att, layout) if method == "cls" else mean_map(att, layout)
+    maps = method_maps(spec, params, pixels, (method,), layer=layer)[method]
     return to_heatmap(maps, (size, size))
 
 
@@ -71,14 +66,11 @@ def heatmaps(model: Model, pixels: np.ndarray, *, layer: int = -1, method: str |
     spec = model.spec
     layer = check_layer(layer, spec.num_layers, model.source)
     method = method or default_method(spec)
-    out = []
-    for start in range(0, len(pixels), batch_size):
-        chunk = pixels[start:start + batch_size]
-        k = len(chunk)
-        if k < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - k, 0)])
-        out.append(np.asarray(_heatmaps(model.params, jnp.asarray(chunk), spec=spec, layer=layer,
-                                        method=method, size=size))[:k])
+    if map_method(method).per_head or not map_method(method).applies_to(spec):
+        raise ValueError(f"heatmaps need a head-fused map method {spec.family} has, got {method!r}")
+    out = [np.asarray(_heatmaps(model.params, jnp.asarray(pixels[idx]), spec=spec, layer=layer,
+                                method=method, size=size))[:k]
+           for idx, k in padded_batches(np.arange(len(pixels)), batch_size)]
     return np.concatenate(out)
 
 
@@ -105,7 +97,7 @@ def run_shift(run_dir: str | Path, dataset, *, layer: int = -1, size: int = 224,
     input_size = tuple(clf.record["training"]["input_size"])
     anns = dataset.annotated()
     if not anns:
-        raise ValueError(f"dataset {dataset.root} has no annotated images")
+        raise UserError(f"dataset {dataset.root} has no annotated images")
     pixels, _ = preprocess(ft, [load_image(a.path) for a in anns], mode="squash",
                            size=input_size)
     h_frozen = heatmaps(base, pixels, layer=layer, size=size, batch_size=batch_size)
@@ -138,29 +130,35 @@ def _model_name(record: dict) -> str:
 def shift_table(shifts: Sequence[RunShift], *, n_resamples: int = 10_000, seed: int = 42,
                 test: str = "auto") -> list[dict]:
     """One row per run × metric: frozen/fine-tuned means, Δ with paired bootstrap CI, the
-    paired test, d_z, raw p and Holm p across the runs (the model × strategy family)."""
-    rows = []
+    paired test, d_z, raw p and Holm p across the runs (the model × strategy family: one
+    `compare_pairs` call per metric; each row's CI from its own key)."""
     key = jax.random.key(seed)
+    found = {}
+    for metric in dict.fromkeys(m for s in shifts for m in s.frozen):
+        runs = [i for i, s in enumerate(shifts) if metric in s.frozen]
+        values = {}
+        for i in runs:  # the difference in float64, as the paired bootstrap always took it
+            values[f"{i}/finetuned"] = np.asarray(shifts[i].finetuned[metric], np.float64)
+            values[f"{i}/frozen"] = np.asarray(shifts[i].frozen[metric], np.float64)
+        keys = [jax.random.fold_in(jax.random.fold_in(key, i), list(shifts[i].frozen).index(
+            metric)) for i in runs]
+        family = compare_pairs(values, [(f"{i}/finetuned", f"{i}/frozen") for i in runs],
+                               family=f"{metric}: {len(runs)} model x strategy rows",
+                               key=keys, test=test, n_resamples=n_resamples)
+        found.update({(i, metric): c for i, c in zip(runs, family, strict=True)})
+    rows = []
     for i, s in enumerate(shifts):
-        for j, metric in enumerate(s.frozen):
+        for metric in s.frozen:
             a, b = s.finetuned[metric], s.frozen[metric]
-            ci = paired_bootstrap_ci(a, b, jax.random.fold_in(jax.random.fold_in(key, i), j),
-                                     n_resamples=n_resamples)
-            pr = paired_comparison(a, b, test=test)
+            c = found[(i, metric)]
             rows.append({
-                "run": s.label, "metric": metric, "n": int(pr.n),
+                "run": s.label, "metric": metric, "n": c.n,
                 "frozen_mean": float(np.mean(b)), "finetuned_mean": float(np.mean(a)),
-                "delta": float(np.mean(a - b)), "ci_lo": float(np.ravel(ci.lo)[0]),
-                "ci_hi": float(np.ravel(ci.hi)[0]), "test": pr.test, "p": float(pr.p_value),
-                "d_z": float(pr.effect_dz),
-                "better": "lower" if metric in LOWER_IS_BETTER else "higher",
+                "delta": float(np.mean(a - b)), "ci_lo": c.ci_lo, "ci_hi": c.ci_hi,
+                "test": c.test, "p": c.p_value, "d_z": c.effect_dz, "better": better(metric),
+                "p_holm": c.p_corrected, "holm_family": c.family,
+                "significant": c.significant,
             })
-    for metric in {r["metric"] for r in rows}:
-        fam = [r for r in rows if r["metric"] == metric]
-        for r, p in zip(fam, holm([r["p"] for r in fam]), strict=True):
-            r["p_holm"] = float(p)
-            r["holm_family"] = f"{metric}: {len(fam)} model x strategy rows"
-            r["significant"] = bool(p < 0.05)
     return rows
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_jax.core.errors import MissingFileError
 from ssl_jax.io.dataset import PRIMARY_POLICY, STYLE_NAMES, load_dataset, make_split, sample_dataset
 from ssl_jax.io.images import open_rgb
 from ssl_jax.models.spec import ModelSpec
@@ -25,8 +26,8 @@ def dataset_folder(dataset: str | Path) -> Path:
         return Path(sample_dataset())
     root = Path(dataset)
     if not root.is_dir():
-        raise ValueError(f"dataset folder {root} does not exist (download it with "
-                         "`ssl-jax download`, or use --dataset sample)")
+        raise MissingFileError(f"dataset folder {root} does not exist (download it with "
+                               "`ssl-jax download`, or use --dataset sample)")
     return root
 
 

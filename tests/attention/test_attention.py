@@ -127,7 +127,7 @@ def test_maps_are_reductions_of_the_tensor(outputs, fusion):
         got = cls_map(full.attentions, layout, fusion=fusion, head_indices=heads_sel)
         np.testing.assert_allclose(got, want_cls, rtol=1e-6, atol=1e-8)
         # the cheap "cls" forward gives the same maps as the full tensor
-        got_rows = cls_row_map(rows.attentions, layout, fusion=fusion, head_indices=heads_sel)
+        got_rows = cls_row_map(rows.cls_attentions, layout, fusion=fusion, head_indices=heads_sel)
         np.testing.assert_allclose(got_rows, want_cls, rtol=1e-5, atol=1e-7)
         per_head_cls = cls_map(full.attentions, layout, fusion=None)
         assert per_head_cls.shape == (b, n_layers, heads, *g)

@@ -129,8 +129,9 @@ def test_fused_rollout_equals_rollout_from_full(alias):
     full = ssl_jax.forward(model, pixels, attentions="full")
     fused = ssl_jax.forward(model, pixels, attentions="rollout")
     want = rollout_cls_rows(full.attentions)  # (B, L, T), every layer
-    assert fused.attentions.shape == want.shape
-    err = float(np.abs(np.asarray(fused.attentions) - np.asarray(want)).max())
+    assert fused.rollout.shape == want.shape
+    assert fused.attentions is None and fused.cls_attentions is None
+    err = float(np.abs(np.asarray(fused.rollout) - np.asarray(want)).max())
     assert err <= 1e-6, f"{alias}: fused vs from-full rollout max abs diff {err:.2e}"
     assert fused.attention_layers == tuple(range(model.spec.num_layers))
     np.testing.assert_allclose(attention_map(fused, "rollout"), attention_map(full, "rollout"),
@@ -149,6 +150,6 @@ def test_fused_rollout_with_options():
     fused = ssl_jax.forward(model, pixels, attentions="rollout", rollout=opts)
     assert fused.attention_layers == (1, 2)
     want = rollout_cls_rows(full.attentions, options=opts)
-    np.testing.assert_allclose(fused.attentions, want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fused.rollout, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(attention_map(full, "rollout", rollout_options=opts, layer=2),
                                attention_map(fused, "rollout", layer=2), rtol=0, atol=1e-6)

@@ -45,7 +45,9 @@ def invoke(*args):
 
 
 def test_train_writes_store_sae_and_summary(run):
-    from ssl_jax.sae import evaluate, load_activations, load_sae
+    from ssl_jax.io.sae_files import load_sae
+    from ssl_jax.sae import evaluate
+    from ssl_jax.workflows.sae import load_activations
 
     _, out, output = run
     assert "capturing layer activations: 49/49 images" in output

@@ -26,7 +26,7 @@ from ssl_jax.io.images import (
     oriented_size,
     to_rgb,
 )
-from ssl_jax.metrics.masks import box_edges
+from ssl_jax.metrics.masks import box_edges, edges_to_masks
 
 # ---- case 3: every PIL mode ------------------------------------------------------------------
 
@@ -319,6 +319,31 @@ def test_boxes_follow_the_orientation_pixel_for_pixel(tag):
 def _edges_of(mask):
     cols, rows = np.nonzero(mask.any(0))[0], np.nonzero(mask.any(1))[0]
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+
+
+@pytest.mark.parametrize("tag", range(1, 9))
+def test_study_box_edges_follow_the_orientation_pixel_for_pixel(tag):
+    """evaluate's per-box edges (for metrics.box_iou) give exactly the turned stored-frame
+    box masks, off-grid edges included (as the union masks of ground_truth)."""
+    from ssl_jax.io.dataset import parse_building_parts
+    from ssl_jax.workflows.study.evaluate import box_arrays
+
+    rng = np.random.default_rng(tag)
+    xy = rng.random((2, 5, 2)) * 0.6
+    wh = 0.05 + rng.random((2, 5, 2)) * 0.35
+    ann = parse_building_parts({"annotations": {f"{k}.png": {"bbox_groups": [
+        {"group_label": 0, "elements": [
+            {"left": xy[k, j, 0], "top": xy[k, j, 1], "width": wh[k, j, 0],
+             "height": wh[k, j, 1], "label": j % 3} for j in range(5 - 2 * k)]}]}
+        for k in range(2)}})
+    ids, size = ["0.png", "1.png"], 20
+    edges, valid, labels = box_arrays(ann, ids, size, [tag, 1])
+    assert valid.sum(1).tolist() == [5, 3] and labels[1, 3:].tolist() == [-1, -1]
+    for i, t in enumerate((tag, 1)):
+        a = ann.images[ids[i]]
+        np.testing.assert_array_equal(edges_to_masks(edges[i, valid[i]], (size, size)),
+                                      orient_array(rasterize(a.boxes, (size, size)), t))
+        np.testing.assert_array_equal(labels[i, valid[i]], a.labels)
 
 
 def test_study_ground_truth_and_config_follow_the_orientation(tmp_path):

@@ -251,7 +251,7 @@ def test_float64_products_like_the_original():
 
 def test_squash_transform_equals_plain_frame(rng):
     im = Image.fromarray(rng.integers(0, 255, (213, 347, 3), dtype=np.uint8))
-    from ssl_jax.models.spec import bundled_spec
+    from ssl_jax.models.config import bundled_spec
 
     spec = bundled_spec("dinov3")
     _, (t,) = preprocess(spec, [im], mode="squash")
@@ -274,7 +274,7 @@ def test_native_crop_transform_maps_boxes_through_the_crop():
 
 
 def test_native_preprocess_transform_and_batch_api(rng):
-    from ssl_jax.models.spec import bundled_spec
+    from ssl_jax.models.config import bundled_spec
 
     spec = bundled_spec("dinov2")
     ims = [Image.fromarray(rng.integers(0, 255, s, dtype=np.uint8)) for s in ((240, 320, 3), (300, 200, 3))]

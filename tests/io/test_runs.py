@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from ssl_jax.io.runs import params_to_state_dict, spec_from_json, spec_to_json
+from ssl_jax.models.config import bundled_spec
 from ssl_jax.models.convert import convert_state_dict
-from ssl_jax.models.spec import MODELS, bundled_spec
+from ssl_jax.models.families import MODELS
 from tests.support.tiny import tiny
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import ssl_jax
-from ssl_jax.models.spec import ModelSpec, bundled_spec
+from ssl_jax.models.config import bundled_spec
+from ssl_jax.models.spec import ModelSpec
 
 
 def tiny(alias: str, **changes) -> ssl_jax.Model:
@@ -50,15 +51,21 @@ def test_cls_mode_equals_rows_of_full(model, rng):
     x = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
     full = ssl_jax.forward(m, x, attentions="full")
     cls = ssl_jax.forward(m, x, attentions="cls")
+    assert cls.attentions is None and cls.rollout is None  # one field per kind, fixed rank
     if alias == "siglip2":
-        # no CLS token: "cls" is the MAP head's probe attention over all patches
-        assert cls.attentions.shape == (2, 1, 4, 196)
+        # no CLS token: "cls" gives the MAP head's probe attention over all patches, in its
+        # own field (heads, T) per image, and no per-layer rows
+        assert cls.cls_attentions is None
+        assert cls.probe_attention.shape == (2, 4, 196)
+        assert full.probe_attention.shape == (2, 4, 196)
         # its layers ran the fast attention path, so equal to float noise, not bit for bit
-        np.testing.assert_allclose(np.asarray(cls.attentions[:, 0]),
+        np.testing.assert_allclose(np.asarray(cls.probe_attention),
                                    np.asarray(full.probe_attention), rtol=0, atol=1e-6)
         assert cls.attention_layers == ()
     else:
-        np.testing.assert_array_equal(np.asarray(cls.attentions),
+        assert cls.probe_attention is None and full.probe_attention is None
+        assert cls.cls_attentions.shape == (2, 3, 4, EXPECTED_TOKENS[alias])
+        np.testing.assert_array_equal(np.asarray(cls.cls_attentions),
                                       np.asarray(full.attentions[:, :, :, 0, :]))
         assert cls.attention_layers == (0, 1, 2)
 
@@ -125,3 +132,36 @@ def test_bad_pixels_are_named(shape, message):
 def test_bad_mode():
     with pytest.raises(ValueError, match="attentions must be"):
         ssl_jax.forward(tiny("clip"), np.zeros((1, 224, 224, 3), np.float32), attentions="all")
+
+
+def test_collectors_compose_and_keep_their_ranks(rng):
+    """encode with several collectors at once: each field has its own fixed rank and equals
+    what the collector gives alone; a collector the model cannot serve is refused."""
+    from ssl_jax.models import collectors as C
+    from ssl_jax.models.encoder import encode
+
+    x = rng.normal(size=(224, 224, 3)).astype(np.float32)
+    m = tiny("dinov2")
+    t = EXPECTED_TOKENS["dinov2"]
+    run = jax.jit(lambda p, x, collect: encode(m.spec, p, x, collect), static_argnums=2)
+    both = run(m.params, x, (C.FullAttention((0, 2)), C.ClsAttention((2,)), C.Rollout(),
+                             C.HiddenStates()))
+    assert both["attentions"].shape == (2, 4, t, t)
+    assert both["cls_attentions"].shape == (1, 4, t)
+    assert both["rollout"].shape == (3, t)
+    assert both["hidden_states"].shape == (4, t, 64)
+    np.testing.assert_array_equal(np.asarray(both["cls_attentions"][0]),
+                                  np.asarray(both["attentions"][1, :, 0]))  # layer 2 both
+    alone = run(m.params, x, (C.Rollout(),))
+    np.testing.assert_array_equal(np.asarray(both["rollout"]), np.asarray(alone["rollout"]))
+    with pytest.raises(ValueError, match="two collectors produce"):
+        encode(m.spec, m.params, x, (C.HiddenStates(), C.HiddenStates()))
+    with pytest.raises(ValueError, match="ProbeAttention needs a MAP-head pooler"):
+        encode(m.spec, m.params, x, (C.ProbeAttention(),))
+    with pytest.raises(ValueError, match=r"layers \[3\] out of range"):
+        encode(m.spec, m.params, x, (C.FullAttention((3,)),))
+    s = tiny("siglip2")
+    with pytest.raises(ValueError, match="ClsAttention needs a CLS token"):
+        encode(s.spec, s.params, x, (C.ClsAttention(),))
+    probe = encode(s.spec, s.params, x, (C.ProbeAttention(),))["probe_attention"]
+    assert probe.shape == (4, 196)

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from transformers.activations import ACT2FN
 
+from ssl_jax.models.config import bundled_checkpoint_files, bundled_spec, vision_config
 from ssl_jax.models.layers import activation_fn, layer_norm
-from ssl_jax.models.spec import bundled_checkpoint_files, bundled_spec, vision_config
 
 EXPECTED = {  # alias: (layer-norm eps, our activation, transformers' hidden_act)
     "dinov2": (1e-6, "gelu", "gelu"),

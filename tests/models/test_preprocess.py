@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 import transformers as tf
 
 import ssl_jax
-from ssl_jax.models.spec import bundled_checkpoint_files, bundled_spec
+from ssl_jax.models.config import bundled_checkpoint_files, bundled_spec
 
 SIZES = [(300, 400), (480, 360), (224, 224), (97, 513), (1000, 750)]
 PROCESSORS = {"dinov2": "BitImageProcessorPil", "mae": "ViTImageProcessorPil",
@@ -29,7 +29,7 @@ def test_native_matches_hf_processor(alias, rng):
     for h, w in SIZES:
         img = _image(rng, h, w)
         theirs = proc(images=img, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
-        ours, (t,) = ssl_jax.models.preprocess(spec, img, mode="native")
+        ours, (t,) = ssl_jax.preprocess(spec, img, mode="native")
         assert ours.shape == (1, *theirs.shape)
         assert np.abs(ours[0] - theirs).max() <= 1e-5, (alias, h, w)
         assert t.input_size == theirs.shape[:2]
@@ -48,20 +48,20 @@ def test_dinov3_native_matches_torch_float_resize(rng):
         x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True,
                                             align_corners=False)
         theirs = ((x - mean) / std)[0].permute(1, 2, 0).numpy()
-        ours, _ = ssl_jax.models.preprocess(spec, arr, mode="native")
+        ours, _ = ssl_jax.preprocess(spec, arr, mode="native")
         assert np.abs(ours[0] - theirs).max() <= 1e-5, (h, w)
 
 
 def test_squash_keeps_the_whole_image_and_maps_boxes(rng):
     spec = bundled_spec("dinov2")  # native would crop 256-shortest-edge → 224
     img = _image(rng, 300, 600)
-    pixels, (t,) = ssl_jax.models.preprocess(spec, img, mode="squash")
+    pixels, (t,) = ssl_jax.preprocess(spec, img, mode="squash")
     assert pixels.shape == (1, 224, 224, 3)
     assert (t.scale_x, t.scale_y, t.offset_x, t.offset_y) == (224 / 600, 224 / 300, 0.0, 0.0)
     whole = np.array([0, 0, 600, 300])
     np.testing.assert_allclose(t.boxes_to_input(whole), [0, 0, 224, 224])
     # native crop: the transform carries the crop offset, and inverts exactly
-    _, (tn,) = ssl_jax.models.preprocess(spec, img, mode="native")
+    _, (tn,) = ssl_jax.preprocess(spec, img, mode="native")
     assert tn.input_size == (224, 224) and tn.offset_x == (512 - 224) // 2 and tn.offset_y == 16
     box = np.array([[100.0, 50.0, 400.0, 250.0]])
     np.testing.assert_allclose(tn.boxes_to_original(tn.boxes_to_input(box)), box)
@@ -73,7 +73,7 @@ def test_squash_keeps_the_whole_image_and_maps_boxes(rng):
 def test_squash_matches_pil_resize_exactly(rng):
     spec = bundled_spec("siglip2")
     arr = rng.integers(0, 256, (123, 321, 3), dtype=np.uint8)
-    ours, _ = ssl_jax.models.preprocess(spec, arr)
+    ours, _ = ssl_jax.preprocess(spec, arr)
     resized = np.asarray(Image.fromarray(arr).resize((224, 224), Image.BILINEAR), np.float64)
     expected = ((resized / 255).astype(np.float32) - 0.5) / 0.5
     np.testing.assert_array_equal(ours[0], expected.astype(np.float32))
@@ -83,12 +83,12 @@ def test_input_kinds_and_errors(rng):
     spec = bundled_spec("clip")
     gray = rng.integers(0, 256, (50, 60), dtype=np.uint8)
     rgba = rng.integers(0, 256, (50, 60, 4), dtype=np.uint8)
-    px, ts = ssl_jax.models.preprocess(spec, [gray, rgba, Image.fromarray(gray)])
+    px, ts = ssl_jax.preprocess(spec, [gray, rgba, Image.fromarray(gray)])
     assert px.shape == (3, 224, 224, 3) and len(ts) == 3
     np.testing.assert_array_equal(px[0], px[2])  # grey array == grey PIL image
     with pytest.raises(TypeError, match="image 0: expected a PIL image or a uint8 array"):
-        ssl_jax.models.preprocess(spec, np.zeros((10, 10, 3), np.float32))
+        ssl_jax.preprocess(spec, np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match="mode must be"):
-        ssl_jax.models.preprocess(spec, gray, mode="crop")
+        ssl_jax.preprocess(spec, gray, mode="crop")
     with pytest.raises(ValueError, match="at least one image"):
-        ssl_jax.models.preprocess(spec, [])
+        ssl_jax.preprocess(spec, [])

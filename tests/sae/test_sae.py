@@ -29,8 +29,7 @@ from ssl_jax.sae import (
     train_sae,
     type_masks,
 )
-from ssl_jax.workflows import sae as capture
-from ssl_jax.workflows.sae import capture_dataset, load_activations, save_activations
+from ssl_jax.workflows.sae import capture, capture_dataset, load_activations, save_activations
 from tests.support.tiny import tiny
 
 SIZE = (56, 56)

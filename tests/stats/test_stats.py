@@ -204,3 +204,36 @@ def test_compare_all_models_and_rank():
         S.compare_all_models({"a": A})
     with pytest.raises(ValueError, match="one length per model"):
         S.compare_all_models({"a": A, "b": B[:5]})
+
+
+def test_compare_pairs_one_family_keys_and_holm():
+    """The one paired-comparison function: test + bootstrap CI + Holm over exactly the pairs
+    given, the family named in every result; a single key shares the resamples, per-pair keys
+    give each pair its own (= paired_bootstrap_ci)."""
+    c = A + RNG.normal(0, 0.05, 139)
+    vals = {"a": A, "b": B, "c": c}
+    pairs = [("a", "b"), ("c", "a")]
+    key = jax.random.key(3)
+    res = S.compare_pairs(vals, pairs, family="f (2 tests)", key=key, n_resamples=500)
+    assert [(r.a, r.b, r.family) for r in res] == [("a", "b", "f (2 tests)"),
+                                                   ("c", "a", "f (2 tests)")]
+    ci = S.bootstrap_ci(np.stack([A - B, c - A]), key, n_resamples=500)
+    np.testing.assert_array_equal([r.ci_lo for r in res], ci.lo.astype(np.float64))
+    np.testing.assert_array_equal([r.ci_mean for r in res], ci.point.astype(np.float64))
+    tests = [S.paired_comparison(vals[a], vals[b]) for a, b in pairs]
+    np.testing.assert_array_equal([r.p_corrected for r in res], S.holm([t.p_value for t in tests]))
+    assert [(r.p_value, r.mean_diff, r.n, r.test) for r in res] == \
+        [(t.p_value, t.mean_diff, t.n, t.test) for t in tests]
+    assert all(r.significant == (r.p_corrected < 0.05) for r in res)
+    keys = [jax.random.key(5), jax.random.key(6)]
+    own = S.compare_pairs(vals, pairs, family="f", key=keys, n_resamples=500)
+    for r, (a, b), k in zip(own, pairs, keys, strict=True):
+        assert r.ci_hi == float(S.paired_bootstrap_ci(vals[a], vals[b], k, n_resamples=500).hi[0])
+    none = S.compare_pairs(vals, pairs, family="f", correction="bonferroni")
+    assert np.isnan(none[0].ci_lo) and none[1].p_corrected == min(1.0, 2 * tests[1].p_value)
+    with pytest.raises(ValueError, match="has no pairs"):
+        S.compare_pairs(vals, [], family="f")
+    with pytest.raises(ValueError, match=r"not given: \['d'\]"):
+        S.compare_pairs(vals, [("a", "d")], family="f")
+    with pytest.raises(ValueError, match="1 keys for 2 pairs"):
+        S.compare_pairs(vals, pairs, family="f", key=keys[:1])

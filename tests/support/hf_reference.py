@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import transformers as tf
 
-from ssl_jax.models.spec import bundled_checkpoint_files
+from ssl_jax.models.config import bundled_checkpoint_files
 
 ALIASES = ("dinov2", "dinov3", "mae", "clip", "siglip2")
 

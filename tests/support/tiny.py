@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import ssl_jax
+from ssl_jax.models.config import bundled_checkpoint_files, spec_from_config
 from ssl_jax.models.convert import param_shapes
-from ssl_jax.models.spec import ModelSpec, bundled_checkpoint_files, spec_from_config
+from ssl_jax.models.spec import ModelSpec
 
 ALIASES = ("dinov2", "dinov3", "mae", "clip", "siglip2")
 CLS_ALIASES = ("dinov2", "dinov3", "mae", "clip")

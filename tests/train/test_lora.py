@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax.models.spec import bundled_spec
+from ssl_jax.models.config import bundled_spec
 from ssl_jax.train import LoraConfig, features, init_lora, merge
 from ssl_jax.train.lora import num_adapter_params
 from tests.support.tiny import tiny

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ssl_jax.core.errors import MissingFileError, UserError
 from ssl_jax.core.styles import style_label as _style_label
 from ssl_jax.core.styles import style_labels as _style_labels
 from ssl_jax.metrics.masks import rasterize, union_mask
@@ -74,7 +75,7 @@ class Problem:
         return ": ".join([*where, self.message])
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError):
     """Invalid annotation data; ``.problems`` lists every problem found."""
 
     def __init__(self, problems: list[Problem] | tuple[Problem, ...]):
@@ -153,7 +154,7 @@ class BuildingParts:
 
     def feature_name(self, label: int) -> str:
         if self.features is None:
-            raise ValueError(f"{self.source or 'annotations'} has no 'meta' ontology")
+            raise UserError(f"{self.source or 'annotations'} has no 'meta' ontology")
         return self.features[label].name
 
 
@@ -389,7 +390,7 @@ def load_building_parts(path: str | Path, *, lenient: bool = False,
     """Read and parse a ``building_parts.json`` file (see `parse_building_parts`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} not found")
+        raise MissingFileError(f"annotation file {path} not found")
     return parse_building_parts(path.read_bytes(), lenient=lenient, clamp=clamp, source=str(path))
 
 

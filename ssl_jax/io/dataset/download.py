@@ -36,6 +36,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from ssl_jax.core.errors import UserError
+from ssl_jax.core.progress import BYTES, Progress
+from ssl_jax.core.validate import OptionError
+
 ZENODO_RECORD = "5166987"
 BASE_URL = f"https://zenodo.org/records/{ZENODO_RECORD}/files"
 RECORD_API_URL = f"https://zenodo.org/api/records/{ZENODO_RECORD}"
@@ -69,7 +73,7 @@ WIKICHURCHES_FILES: tuple[RemoteFile, ...] = (
 )
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     """A file could not be fetched (HTTP error, too many dropped connections, wrong size)."""
 
 
@@ -77,20 +81,12 @@ class ChecksumError(DownloadError):
     """A fetched file's checksum does not match the published one."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(UserError):
     """An archive has members that would land outside the target folder, or links."""
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def format_size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover
 
 
 def file_url(name: str, base_url: str = BASE_URL) -> str:
@@ -117,19 +113,19 @@ def select_files(names: Iterable[str] | None = None, exclude: Iterable[str] = ()
     else:
         unknown = [n for n in names if n not in by_name]
         if unknown:
-            raise ValueError(f"unknown file(s) {', '.join(unknown)}; the record has "
-                             f"{', '.join(by_name)}")
+            raise OptionError(f"unknown file(s) {', '.join(unknown)}; the record has "
+                              f"{', '.join(by_name)}")
         chosen = [by_name[n] for n in dict.fromkeys(names)]
     excl = set(exclude)
     unknown = excl - set(by_name)
     if unknown:
-        raise ValueError(f"unknown file(s) to exclude: {', '.join(sorted(unknown))}")
+        raise OptionError(f"unknown file(s) to exclude: {', '.join(sorted(unknown))}")
     return [f for f in chosen if f.name not in excl]
 
 
 def _open(url: str, headers: dict[str, str], timeout: float):
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"only http(s) URLs are fetched, got {url!r}")
+        raise OptionError(f"only http(s) URLs are fetched, got {url!r}")
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
     return urllib.request.urlopen(req, timeout=timeout)
 
@@ -196,29 +192,6 @@ def verify_file(path: str | Path, spec: RemoteFile) -> Verification:
 
 # --------------------------------------------------------------------------------------------
 # downloading
-
-
-class _Progress:
-    """A click progress bar on stderr (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, done: int, label: str):
-        self.bar = None
-        if enabled:
-            import click
-
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                         show_eta=True, show_percent=True, width=30)
-            self.bar.__enter__()
-            self.bar.update(done)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 _RETRYABLE = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
@@ -319,7 +292,7 @@ def _fetch_into(part: Path, have: int, spec: RemoteFile, url: str, timeout: floa
         if total is not None and total != spec.size:
             raise DownloadError(f"{spec.name}: the server has {total} bytes, expected {spec.size} "
                                 f"({url})")
-        bar = _Progress(progress, spec.size, start, spec.name)
+        bar = Progress(spec.size, spec.name, unit=BYTES, done=start, enabled=progress)
         got = 0
         try:
             with open(part, mode) as f:

@@ -25,7 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ssl_jax.core.errors import MissingFileError, UserError
 from ssl_jax.core.styles import NUM_STYLES, STYLE_NAMES, style_label, style_labels
+from ssl_jax.core.validate import OptionError
 from ssl_jax.io.atomic import write_json_atomic
 from ssl_jax.io.dataset.annotations import (
     AnnotationError,
@@ -102,7 +104,7 @@ def parse_churches(data: Mapping[str, Any] | str | bytes, *, lenient: bool = Fal
 def load_churches(path: str | Path, *, lenient: bool = False) -> dict[str, Church]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"churches file {path} not found")
+        raise MissingFileError(f"churches file {path} not found")
     return parse_churches(path.read_bytes(), lenient=lenient, source=str(path))[0]
 
 
@@ -111,7 +113,7 @@ def discover_images(root: str | Path, pattern: str = IMAGE_PATTERN) -> list[Path
     root = Path(root)
     folder = root / "images" if (root / "images").is_dir() else root
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} not found")
+        raise MissingFileError(f"image folder {folder} not found")
     return sorted((p for p in folder.glob(pattern) if p.is_file()), key=lambda p: p.name)
 
 
@@ -164,8 +166,8 @@ class WikiChurches:
     def images(self, *, labeled_only: bool = False) -> list[FullImage]:
         """The full dataset: sorted ``images/Q*_wd0.jpg``, labelled from churches.json."""
         if self.churches is None:
-            raise FileNotFoundError(f"dataset {self.root} has no churches.json (needed for the "
-                                    "style labels of the full dataset)")
+            raise MissingFileError(f"dataset {self.root} has no churches.json (needed for the "
+                                   "style labels of the full dataset)")
         out = []
         for p in discover_images(self.root):
             church = self.churches.get(qid_of(p.name))
@@ -187,11 +189,11 @@ def load_dataset(root: str | Path, *, lenient: bool = False, clamp: Clamp = "cli
     and field, or with ``lenient=True`` are skipped and listed in ``.problems``."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} not found (download it with "
-                                "`ssl-jax download`, or use ssl_jax.io.dataset.sample_dataset())")
+        raise MissingFileError(f"dataset folder {root} not found (download it with "
+                               "`ssl-jax download`, or use ssl_jax.io.dataset.sample_dataset())")
     bp_path = root / "building_parts.json"
     if not bp_path.is_file():
-        raise FileNotFoundError(f"dataset {root} has no building_parts.json")
+        raise MissingFileError(f"dataset {root} has no building_parts.json")
     bp = load_building_parts(bp_path, lenient=lenient, clamp=clamp)
     problems = list(bp.problems)
     images: dict[str, ImageAnnotation] = {}
@@ -214,7 +216,7 @@ def load_dataset(root: str | Path, *, lenient: bool = False, clamp: Clamp = "cli
                                                source=str(ch_path))
         problems += ch_problems
     elif require_churches:
-        raise FileNotFoundError(f"dataset {root} has no churches.json")
+        raise MissingFileError(f"dataset {root} has no churches.json")
     bp = BuildingParts(images, bp.features, bp.problems, bp.source)
     return WikiChurches(root, bp, churches, tuple(problems))
 
@@ -231,7 +233,7 @@ def stratified_split(image_ids: Sequence[str], labels: Sequence[int], *, seed: i
     if len(image_ids) != len(labels):
         raise ValueError(f"{len(image_ids)} image ids but {len(labels)} labels")
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise OptionError(f"val_fraction must be in (0, 1), got {val_fraction}")
     by_label: dict[int, list[str]] = {}
     for i, y in zip(image_ids, labels, strict=True):
         by_label.setdefault(y, []).append(i)
@@ -278,7 +280,7 @@ class Split:
         names = set(cls.__dataclass_fields__)
         missing = [k for k in names - {"val_fraction"} if k not in data]
         if missing:
-            raise ValueError(f"split file {path}: missing keys {sorted(missing)}")
+            raise UserError(f"split file {path}: missing keys {sorted(missing)}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -328,8 +330,8 @@ def make_split(
     else:
         raise ValueError(f"policy must be {PRIMARY_POLICY!r} or {EXPLORATORY_POLICY!r}, got {policy!r}")
     if not train or not val:
-        raise ValueError(f"split of {dataset.root} under {policy!r} leaves {len(train)} train and "
-                         f"{len(val)} val images ({len(items)} labelled, {len(annotated)} annotated)")
+        raise UserError(f"split of {dataset.root} under {policy!r} leaves {len(train)} train and "
+                        f"{len(val)} val images ({len(items)} labelled, {len(annotated)} annotated)")
     assert all(label[i] is not None and 0 <= label[i] < NUM_STYLES for i in train + val)
     return Split(
         split_id=split_id or f"{experiment_id}__{scope}__seed{seed}", experiment_id=experiment_id,

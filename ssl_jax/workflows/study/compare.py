@@ -1,6 +1,8 @@
 """`ssl-jax compare` as a function: paired statistics between models (each at its best
 layer), between each model's methods, and of every model against the baselines, with
-bootstrap CIs of the mean difference and Holm-corrected p-values per family."""
+bootstrap CIs of the mean difference and Holm-corrected p-values per family — each family
+one `ssl_jax.stats.compare_pairs` call. Which way each metric is better (the metric
+registry) is stated in the manifest."""
 
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from ssl_jax.attention.registry import preferred_method
 from ssl_jax.core.errors import UserError
 from ssl_jax.io.manifest import write_manifest
 from ssl_jax.io.outdir import COMPARE_FILES, EVALUATE_FILES, REPORT_FOLDER, staged_folder
-from ssl_jax.stats import bootstrap_ci, holm, paired_comparison
+from ssl_jax.metrics.registry import better, metric_of
+from ssl_jax.stats import compare_pairs
 from ssl_jax.workflows.study.config import StudyConfig
 from ssl_jax.workflows.study.evaluate import _write_csv
 
@@ -31,15 +35,26 @@ def _load(results: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
 
 
 def primary_labels(labels) -> list[str]:
-    """One "model/method" per model: its first of cls / mean / probe (the study's default
-    map: CLS attention, or mean attention for SigLIP)."""
-    primary: dict[str, tuple[int, str]] = {}
+    """One "model/method" per model: its default map among those it has
+    (ssl_jax.attention.registry: CLS attention, or mean attention for SigLIP)."""
+    by_model: dict[str, list[str]] = {}
     for label in sorted(labels):
         model, method = label.split("/")
-        rank = {"cls": 0, "mean": 1, "probe": 2}.get(method, 9)
-        if model not in primary or rank < primary[model][0]:
-            primary[model] = (rank, label)
-    return [v[1] for v in primary.values()]
+        by_model.setdefault(model, []).append(method)
+    return [f"{model}/{preferred_method(methods)}" for model, methods in by_model.items()]
+
+
+def _check_metric(metric: str, arrays: dict[str, np.ndarray]) -> None:
+    """A metric to compare must be a registry column that evaluate wrote."""
+    try:
+        metric_of(metric)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    have = sorted({k.rsplit("/", 1)[1] for k in arrays
+                   if k.count("/") == 2 and not k.startswith("missing/")})
+    if metric not in have:
+        raise UserError(f"metric {metric!r} is not in the evaluation results; they have "
+                        f"{', '.join(have)}")
 
 
 def run_compare(config: StudyConfig, results_dir: str | Path, *,
@@ -74,6 +89,8 @@ def run_compare(config: StudyConfig, results_dir: str | Path, *,
         return arrays[key].astype(bool) if key in arrays else np.zeros(n_img, bool)
 
     n_img = len(arrays["image_ids"])
+    for metric in metrics:
+        _check_metric(metric, arrays)
     rows: list[dict[str, Any]] = []
     for metric in metrics:
         for family, pairs in families.items():
@@ -81,24 +98,20 @@ def run_compare(config: StudyConfig, results_dir: str | Path, *,
                 continue
             # a pair with a NaN side (degenerate or missing map) is dropped from the test
             # and from the bootstrap of the mean difference, and counted
-            results_f = [paired_comparison(values(a, metric), values(b, metric), test)
-                         for a, b in pairs]
-            diffs = np.stack([values(a, metric) - values(b, metric) for a, b in pairs])
-            gone = [absent(a) | absent(b) for a, b in pairs]
-            mean, lo, hi = bootstrap_ci(diffs, jax.random.fold_in(key, len(rows)),
-                                        n_resamples=config.n_bootstrap)
-            adjusted = holm([r.p_value for r in results_f])
-            for (a, b), r, p_adj, mu, l_, h_, d, g in zip(pairs, results_f, adjusted, mean, lo,
-                                                           hi, diffs, gone, strict=True):
-                rows.append({"metric": metric, "family": family, "a": a, "b": b,
-                             "layer_a": best.get(a, -1), "layer_b": best.get(b, -1),
-                             "mean_diff": float(mu), "ci_lo": float(l_), "ci_hi": float(h_),
-                             "test": r.test, "statistic": r.statistic, "p": r.p_value,
-                             "p_holm": float(p_adj), "significant": bool(p_adj < 0.05),
-                             "d_z": r.effect_dz, "n": r.n,
+            vals = {label: values(label, metric) for pair in pairs for label in pair}
+            for c in compare_pairs(vals, pairs, family=f"{metric}/{family} ({len(pairs)} tests)",
+                                   key=jax.random.fold_in(key, len(rows)), test=test,
+                                   n_resamples=config.n_bootstrap):
+                d = vals[c.a] - vals[c.b]
+                g = absent(c.a) | absent(c.b)
+                rows.append({"metric": metric, "family": family, "a": c.a, "b": c.b,
+                             "layer_a": best.get(c.a, -1), "layer_b": best.get(c.b, -1),
+                             "mean_diff": c.ci_mean, "ci_lo": c.ci_lo, "ci_hi": c.ci_hi,
+                             "test": c.test, "statistic": c.statistic, "p": c.p_value,
+                             "p_holm": c.p_corrected, "significant": c.significant,
+                             "d_z": c.effect_dz, "n": c.n,
                              "n_degenerate": int((~np.isfinite(d) & ~g).sum()),
-                             "n_missing": int(g.sum()),
-                             "holm_family": f"{metric}/{family} ({len(pairs)} tests)"})
+                             "n_missing": int(g.sum()), "holm_family": c.family})
     ev = json.loads((results / "evaluate_manifest.json").read_text())
     # the results folder is rewritten as a unit: evaluate's files carried over, compare's
     # new, a report made from the old comparison dropped
@@ -110,5 +123,6 @@ def run_compare(config: StudyConfig, results_dir: str | Path, *,
                               seeds={"bootstrap": config.seed + 1},
                               timings={"total": time.perf_counter() - t0},
                               extra={"tests": len(rows), "best_layers": best,
+                                     "better": {m: better(m) for m in metrics},
                                      "partial": bool(ev.get("partial")),
                                      "missing": ev.get("missing", {})})

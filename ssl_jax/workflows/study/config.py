@@ -13,12 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ssl_jax.attention.registry import METHOD_NAMES, unknown_methods
 from ssl_jax.core.errors import UserError
-from ssl_jax.models.spec import MODELS
+from ssl_jax.models.families import MODELS
 
-# methods the extractor knows; "<method>_heads" variants are per-head maps of cls / mean /
-# probe. Which ones apply depends on the model (SigLIP has no CLS token, so no cls / rollout).
-MAP_METHODS = ("cls", "cls_heads", "mean", "mean_heads", "rollout", "probe", "probe_heads")
 PERCENTILES = (90, 85, 80, 75, 70, 60, 50)
 
 
@@ -61,7 +59,8 @@ class StudyConfig:
     name: str = "study"
     dataset: str = "sample"  # "sample" (embedded) or a WikiChurches root folder
     models: tuple[str, ...] = tuple(MODELS)
-    methods: tuple[str, ...] = MAP_METHODS
+    # map methods (ssl_jax.attention.registry; each model gets those it has): all by default
+    methods: tuple[str, ...] = METHOD_NAMES
     preprocess: str = "squash"  # SPEC decision 1
     input_size: int = 224
     batch_size: int = 8
@@ -85,10 +84,10 @@ class StudyConfig:
         if unknown:
             raise ConfigError(f"unknown model(s) {unknown} in study {self.name!r}; "
                              f"known: {list(MODELS)}")
-        bad = [m for m in self.methods if m not in MAP_METHODS]
+        bad = unknown_methods(self.methods)
         if bad:
             raise ConfigError(f"unknown method(s) {bad} in study {self.name!r}; "
-                             f"known: {list(MAP_METHODS)}")
+                             f"known: {list(METHOD_NAMES)}")
         if self.preprocess not in ("squash", "native"):
             raise ConfigError(f"preprocess must be 'squash' or 'native', got {self.preprocess!r}")
         if self.cache_dtype not in ("float32", "float16"):

@@ -4,6 +4,11 @@ Every map is upsampled to the heatmap size (bilinear, align_corners=False) and m
 normalised (SPEC R2.7) before the metrics, as in the original. Per-head maps rank heads by
 IoU@90 and coverage at a reduced size (`HEAD_SIZE`) — 12× more maps than the fused ones;
 the reduced size is stated in every output that uses it.
+
+The metric columns are the fused grid's (`ssl_jax.metrics.registry.grid_columns`); per-style
+means are `metrics.by_style` (first-style rule) and per-feature box IoU is `metrics.box_iou`
+of the top-10 % mask against each box, aggregated by `metrics.by_feature` — NaN (degenerate
+or missing maps) left out of every aggregate and counted (n_degenerate, n_missing).
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.attention.heatmap import to_heatmap
-from ssl_jax.core.errors import UserError
+from ssl_jax.core.errors import MissingFileError, UserError
 from ssl_jax.core.progress import Progress
 from ssl_jax.core.styles import STYLE_NAMES
 from ssl_jax.io.atomic import atomic_path
-from ssl_jax.io.dataset import BuildingParts, load_building_parts, rasterize, union_mask
+from ssl_jax.io.dataset import BuildingParts, load_building_parts, union_mask
 from ssl_jax.io.images import file_orientation, load_rgb, orient_array, orient_stack
 from ssl_jax.io.manifest import write_manifest
 from ssl_jax.io.outdir import COMPARE_FILES, EVALUATE_FILES, REPORT_FOLDER, staged_folder
@@ -37,17 +42,21 @@ from ssl_jax.io.store import (
     write_json_atomic,
 )
 from ssl_jax.metrics import (
-    alignment_metrics,
+    alignment_grid,
+    box_iou,
+    by_feature,
+    by_style,
     center_gaussian,
+    coverage,
     gaussian_target,
     iou_at_percentiles,
     random_maps,
     saliency_prior,
     sobel_edges,
-    threshold_masks,
 )
-from ssl_jax.metrics.alignment import coverage
-from ssl_jax.models.spec import bundled_spec
+from ssl_jax.metrics.masks import batch_edges, edges_to_masks, mask_edges
+from ssl_jax.metrics.registry import grid_columns
+from ssl_jax.models.config import bundled_spec
 from ssl_jax.stats import bootstrap_ci
 from ssl_jax.workflows.study.config import StudyConfig
 from ssl_jax.workflows.study.dataset import dataset_root, image_candidates
@@ -58,7 +67,7 @@ HEAD_SIZE = 56
 
 @functools.lru_cache(maxsize=8)
 def _metrics_fn(percentiles, tolerance):  # one compiled function per setting per process
-    return jax.jit(lambda m, g, t: alignment_metrics(m, g, t, percentiles, tolerance))
+    return jax.jit(lambda m, g, t: alignment_grid(m, g, t, percentiles, tolerance=tolerance))
 
 
 @jax.jit
@@ -87,6 +96,23 @@ def ground_truth(ann: BuildingParts, image_ids: list[str], size: int,
     masks = np.stack([union_mask(ann.images[i].boxes, (size, size)) for i in image_ids])
     targets = np.stack([gaussian_target(ann.images[i].boxes, size, size) for i in image_ids])
     return orient_stack(masks, orientations), orient_stack(targets, orientations)
+
+
+def box_arrays(ann: BuildingParts, image_ids: list[str], size: int,
+               orientations: list[int] | None = None):
+    """Per-box edges (I, K, 4), validity (I, K) and feature labels (I, K) in the squash frame
+    (padding: invalid, label −1). A box of an EXIF-turned image is its stored-frame mask
+    turned (`orient_array`), as the union masks of `ground_truth`."""
+    boxes = [ann.images[i].boxes for i in image_ids]
+    edges, valid = batch_edges(boxes, (size, size))
+    for i in np.flatnonzero(np.asarray(orientations if orientations else [], int) != 1):
+        edges[i] = mask_edges(orient_array(edges_to_masks(edges[i], (size, size)),
+                                           orientations[i]))
+    labels = np.full(valid.shape, -1, np.int64)
+    for i, image_id in enumerate(image_ids):
+        lab = np.asarray(ann.images[image_id].labels, np.int64)
+        labels[i, :lab.size] = lab
+    return edges, valid, labels
 
 
 def _nanmean(x: np.ndarray, axis=None) -> np.ndarray:
@@ -185,7 +211,7 @@ def _evaluate(config: StudyConfig, cache: MapCache, jobs: list[tuple[str, str]],
 
     per_image: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (model, method) → (I, L)
     heads: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # → (I, L, H)
-    bar = Progress(len(jobs), "evaluate", enabled=progress)
+    bar = Progress(len(jobs), "evaluate", unit="pairs", enabled=progress)
     chunk = 4
     for model, method in jobs:
         idx = np.flatnonzero(have[(model, method)])
@@ -233,8 +259,8 @@ def _evaluate(config: StudyConfig, cache: MapCache, jobs: list[tuple[str, str]],
 
     # summary with bootstrap CIs: every (model, method, layer, metric) row in one call; NaN
     # (degenerate or missing maps) is left out of each row's mean and resamples
-    metric_names = [k for k in next(iter(per_image.values())) if k != "annotation_area"] \
-        if per_image else [k for k in next(iter(baselines.values())) if k != "annotation_area"]
+    # the grid's metric columns, in the key-sorted order its jitted dict has always had
+    metric_names = sorted(grid_columns(percentiles))
     rows_meta, rows_vals, rows_miss = [], [], []
     for (model, method), vals in per_image.items():
         for layer in range(vals[metric_names[0]].shape[1]):
@@ -278,48 +304,52 @@ def _evaluate(config: StudyConfig, cache: MapCache, jobs: list[tuple[str, str]],
 
     best = best_layers(summary, "iou@90")
     style_rows, feature_rows = [], []
+    edges, valid, labels = box_arrays(ann, ids, size, turns)
+    n_labels = int(labels[valid].max()) + 1 if valid.any() else 0
+    has_label = ((labels[..., None] == np.arange(n_labels)) & valid[..., None]).any(axis=1)
+    n_styles = len(STYLE_NAMES)
+    styled = styles >= 0
+    style_images = np.bincount(styles[styled], minlength=n_styles)
     for (model, method), layer in best.items():
         vals = per_image[(model, method)]
         miss = missing[(model, method)]
+        # per style (first-style rule): NaN (degenerate, missing) is left out and counted
+        st = {k: by_style(vals[k][:, layer], styles, n_styles)
+              for k in ("iou@90", "coverage", "pointing")}
+        style_missing = np.bincount(styles[styled & miss], minlength=n_styles)
         for s, name in enumerate(STYLE_NAMES):
-            sel = styles == s
-            if sel.any():
+            if style_images[s]:
+                n_used = int(st["iou@90"].count[s])
                 style_rows.append({"model": model, "method": method, "layer": layer,
-                                   "style": name,
-                                   **_counts(vals["iou@90"][sel, layer], miss[sel]),
-                                   **{k: float(_nanmean(vals[k][sel, layer]))
-                                      for k in ("iou@90", "coverage", "pointing")}})
+                                   "style": name, "n": n_used,
+                                   "n_degenerate": int(style_images[s]) - n_used
+                                   - int(style_missing[s]),
+                                   "n_missing": int(style_missing[s]),
+                                   **{k: float(v.mean[s]) for k, v in st.items()}})
+        if not n_labels:  # no image has a box
+            continue
         # per-box IoU: only images whose map is present and not degenerate
         usable = np.isfinite(vals["iou@90"][:, layer])
         use = np.flatnonzero(usable)
-        top = np.zeros((n_img, size, size), bool)
+        box = np.full(valid.shape, np.nan, np.float32)
         if use.size:
             heat = to_heatmap(jnp.asarray(cache.read(model, method, indices=use)[:, layer]),
                               (size, size))
-            top[use] = np.asarray(threshold_masks(heat, (90,)))[:, 0]
-        per_feature: dict[int, list[float]] = {}
-        excluded: dict[int, dict[str, int]] = {}
-        for i, image_id in enumerate(ids):
-            a = ann.images[image_id]
-            if a.num_boxes == 0:
-                continue
-            if not usable[i]:
-                why = "n_missing" if miss[i] else "n_degenerate"
-                for label in set(int(x) for x in a.labels):
-                    excluded.setdefault(label, {"n_degenerate": 0, "n_missing": 0})[why] += 1
-                continue
-            bm = orient_array(rasterize(a.boxes, (size, size)), turns[i])
-            inter = (bm & top[i]).sum((1, 2))
-            union = (bm | top[i]).sum((1, 2))
-            for label, iou in zip(a.labels, inter / np.maximum(union, 1), strict=True):
-                per_feature.setdefault(int(label), []).append(float(iou))
-        for label in sorted(set(per_feature) | set(excluded)):
-            v = per_feature.get(label, [])
+            for start in range(0, use.size, chunk):  # box masks: chunk × K × S² pixels
+                sel = use[start:start + chunk]
+                box[sel] = np.asarray(box_iou(heat[start:start + chunk], edges[sel],
+                                              valid[sel], (90,)))[:, 0]
+        feats = by_feature(box, labels, valid, n_labels)
+        unused = has_label & ~usable[:, None]  # images with a box of the label, left out
+        n_deg = (unused & ~miss[:, None]).sum(axis=0)
+        n_miss = (unused & miss[:, None]).sum(axis=0)
+        for label in np.flatnonzero(has_label.any(axis=0)):
             feature_rows.append({"model": model, "method": method, "layer": layer,
-                                 "feature": _feature_name(ann, label), "label": label,
-                                 "n_boxes": len(v),
-                                 "box_iou@90": float(np.mean(v)) if v else float("nan"),
-                                 **excluded.get(label, {"n_degenerate": 0, "n_missing": 0})})
+                                 "feature": _feature_name(ann, int(label)),
+                                 "label": int(label), "n_boxes": int(feats.count[label]),
+                                 "box_iou@90": float(feats.mean[label]),
+                                 "n_degenerate": int(n_deg[label]),
+                                 "n_missing": int(n_miss[label])})
 
     _write_csv(out / "summary.csv", summary)
     _write_csv(out / "per_image.csv", image_rows)
@@ -370,7 +400,7 @@ def _image_path(root: Path, image_id: str) -> Path:
     for p in image_candidates(root / "images", image_id):
         if p.is_file():
             return p
-    raise ValueError(f"image file for {image_id} not found in {root / 'images'}")
+    raise MissingFileError(f"image file for {image_id} not found in {root / 'images'}")
 
 
 def _load_rgb(root: Path, image_id: str, orientation: str = "stored") -> np.ndarray:

@@ -1,8 +1,8 @@
 """Extraction: images → attention maps of every method and layer → the map cache.
 
-One jitted function per model computes every requested method from one forward pass with
-full attentions; batches are sharded over all local JAX devices (data parallel). Batches are
-fixed groups of image indices, always padded to the full batch size, so every image is
+One jitted function per model computes every requested method (ssl_jax.attention.registry)
+from one forward pass with full attentions; batches are sharded over all local JAX devices
+(data parallel). Batches are fixed groups of image indices, always padded to the full batch size, so every image is
 computed in the same batch with the same shapes whether a run is fresh or resumed: results
 do not depend on interruptions.
 """
@@ -20,63 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ssl_jax.attention.maps import cls_map, mean_map, probe_map
-from ssl_jax.attention.rollout import rollout_map
+from ssl_jax.attention.registry import applicable_methods, method_maps
+from ssl_jax.core.batching import pad_rows
 from ssl_jax.io.images import open_rgb
 from ssl_jax.io.store import MapCache
-from ssl_jax.models.encoder import encode
 from ssl_jax.models.model import Model
 from ssl_jax.models.preprocess import Transform, preprocess
 from ssl_jax.models.spec import ModelSpec
 
-CLS_ONLY = ("cls", "cls_heads", "rollout")
-MAP_HEAD_ONLY = ("probe", "probe_heads")
-
-
-def applicable_methods(spec: ModelSpec, requested: Sequence[str]) -> tuple[str, ...]:
-    """The requested methods that exist for this model (no CLS → no cls/rollout; only a MAP
-    head has a probe)."""
-    out = []
-    for m in requested:
-        if m in CLS_ONLY and not spec.has_cls:
-            continue
-        if m in MAP_HEAD_ONLY and spec.pooler != "map":
-            continue
-        out.append(m)
-    return tuple(out)
-
-
-def method_layers(spec: ModelSpec, method: str) -> tuple[int, ...]:
-    """Model layers along axis 1 of a cached map array (the probe sits after the last layer)."""
-    return (spec.num_layers - 1,) if method in MAP_HEAD_ONLY else tuple(range(spec.num_layers))
-
 
 @functools.partial(jax.jit, static_argnames=("spec", "methods", "dtype"))
 def _maps(params, pixels, *, spec: ModelSpec, methods: tuple[str, ...], dtype):
-    layers = tuple(range(spec.num_layers))
-    run = functools.partial(encode, spec, attentions="full", layers=layers, dtype=dtype)
-    out = jax.vmap(run, in_axes=(None, 0))(params, pixels)
-    att = out["attentions"]  # (B, L, H, T, T)
-    layout = spec.layout(pixels.shape[1], pixels.shape[2])
-    maps = {}
-    for m in methods:
-        if m == "cls":
-            maps[m] = cls_map(att, layout)
-        elif m == "cls_heads":
-            maps[m] = cls_map(att, layout, fusion=None)
-        elif m == "mean":
-            maps[m] = mean_map(att, layout)
-        elif m == "mean_heads":
-            maps[m] = mean_map(att, layout, fusion=None)
-        elif m == "rollout":
-            maps[m] = rollout_map(att, layout, all_layers=True)
-        elif m == "probe":
-            maps[m] = probe_map(out["probe_attention"], layout)[:, None]
-        elif m == "probe_heads":
-            maps[m] = probe_map(out["probe_attention"], layout, fusion=None)[:, None]
-        else:
-            raise ValueError(f"unknown map method {m!r}")
-    return maps
+    return method_maps(spec, params, pixels, methods, dtype=dtype)
 
 
 def compute_maps(model: Model, pixels, methods: Sequence[str], *,
@@ -162,9 +117,7 @@ def extract_model(
         images = [load_image(i) for i in range(lo, hi)]
         pixels, tfs = preprocess(model, images, mode=preprocess_mode, size=size)
         transforms[lo:hi] = tfs
-        if hi - lo < batch_size:  # pad with copies of the last image: fixed shapes
-            pad = np.repeat(pixels[-1:], batch_size - (hi - lo), axis=0)
-            pixels = np.concatenate([pixels, pad])
+        pixels = pad_rows(pixels, batch_size)  # fixed shapes
         t0 = time.perf_counter()
         # every method, always: one jitted function and the same numbers whatever is missing
         maps = compute_maps(model, pixels, methods, mesh=mesh)

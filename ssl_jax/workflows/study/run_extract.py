@@ -8,19 +8,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ssl_jax.attention.registry import applicable_methods
 from ssl_jax.core.errors import UserError
 from ssl_jax.core.progress import Progress
 from ssl_jax.io.manifest import write_manifest
 from ssl_jax.io.store import MapCache
 from ssl_jax.io.weights import resolve_model, source_stamp, warn_random
-from ssl_jax.models.spec import bundled_spec
+from ssl_jax.models.config import bundled_spec
 from ssl_jax.workflows.study.config import StudyConfig
-from ssl_jax.workflows.study.extract import (
-    applicable_methods,
-    data_mesh,
-    extract_model,
-    load_image_file,
-)
+from ssl_jax.workflows.study.extract import data_mesh, extract_model, load_image_file
 
 
 def cache_settings(config: StudyConfig) -> dict[str, Any]:
@@ -117,7 +113,7 @@ def _extract_all(config: StudyConfig, cache: MapCache, image_paths: Sequence[str
         info["methods"] = [*old, *(m for m in methods if m not in old)]
         cache.set_model_info(alias, info)
         weights[alias] = info
-        bar = Progress(cache.num_images, f"extract {alias}", enabled=progress)
+        bar = Progress(cache.num_images, f"extract {alias}", unit="images", enabled=progress)
         stats, _ = extract_model(
             cache, alias, model, lambda i: load_image_file(image_paths[i], config.orientation),
             methods=methods,
