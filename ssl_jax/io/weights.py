@@ -13,9 +13,9 @@ from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP
 from ssl_jax.io.runs import is_finetuned_run, load_finetuned
 from ssl_jax.models import CheckpointError, random_model
 from ssl_jax.models.checkpoint import tree_digest
+from ssl_jax.models.families import MODELS
 from ssl_jax.models.model import Model
 from ssl_jax.models.model import load_model as load_checkpoint
-from ssl_jax.models.families import MODELS
 
 
 class WeightsUnavailable(UserError):
