@@ -55,11 +55,11 @@ def _setup(alias: str, batch: int, size: int):
 
 def _forward_args(model, mode: str):
     """The static arguments `ssl_jax.forward` passes to the jitted forward for `mode`."""
-    from ssl_jax.attention import RolloutOptions
+    from ssl_jax.models.collectors import attention_collectors
 
     n = model.spec.num_layers
-    return dict(spec=model.spec, attentions=mode, layers=tuple(range(n)), hidden_states=False,
-                dtype=model.dtype, rollout=RolloutOptions() if mode == "rollout" else None)
+    return dict(spec=model.spec, collect=attention_collectors(model.spec, mode, tuple(range(n))),
+                dtype=model.dtype)
 
 
 def xla_memory(alias: str, batch: int, size: int) -> dict[str, dict[str, float]]:
@@ -144,7 +144,7 @@ def rss_memory(alias: str, batch: int, size: int) -> dict[str, dict[str, float]]
 
 def expected_mb(alias: str, batch: int, size: int) -> dict[str, float]:
     """Bytes of the attention outputs alone, from the shapes."""
-    from ssl_jax.models.spec import bundled_spec
+    from ssl_jax.models.config import bundled_spec
 
     spec = bundled_spec(alias)
     t, n, h = spec.layout(size, size).num_tokens, spec.num_layers, spec.num_heads
@@ -241,7 +241,7 @@ def main(argv=None) -> dict:
 
 
 def bundled_layers(alias: str) -> int:
-    from ssl_jax.models.spec import bundled_spec
+    from ssl_jax.models.config import bundled_spec
 
     return bundled_spec(alias).num_layers
 

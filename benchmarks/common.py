@@ -21,7 +21,7 @@ def results_dir() -> Path:
 
 
 def machine_info() -> dict[str, Any]:
-    from ssl_jax.study.manifest import machine, versions
+    from ssl_jax.io.manifest import machine, versions
 
     info = machine()
     info["versions"] = versions()

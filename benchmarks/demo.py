@@ -23,8 +23,6 @@ from pathlib import Path
 
 from benchmarks.common import print_table, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 TINY_CONFIG = """[study]
 name = "tiny"
 dataset = "sample"
@@ -55,9 +53,10 @@ def run_demo(out: Path, models: list[str], config: Path | None) -> tuple[float, 
 
 def reference_extraction(models: list[str], size: int, num_images: int) -> float:
     """Seconds for transformers eager + attentions, batch 1, over num_images × models."""
-    import hf_reference as ref
     import numpy as np
     import torch
+
+    from tests.support import hf_reference as ref
 
     total = 0.0
     x = torch.from_numpy(np.random.default_rng(0).normal(
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="one model at 56 px: smoke test")
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
-    from ssl_jax.study.dataset import study_images
+    from ssl_jax.workflows.study.dataset import study_images
 
     num_images = len(study_images("sample")[0])
     models = ["dinov2"] if args.tiny else args.models

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -24,15 +23,13 @@ import numpy as np
 
 from benchmarks.common import interleaved, median, print_table, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 
 def torch_model(alias: str, tiny: bool):
     if tiny:
-        from test_train_support import tiny_hf_model
+        from tests.support.finetune import tiny_hf_model
 
         return tiny_hf_model(alias, seed=0)
-    import hf_reference as ref
+    from tests.support import hf_reference as ref
 
     return ref.build(alias, seed=0)
 
@@ -105,7 +102,7 @@ def torch_step_fn(tm, alias: str, strategy: str, pixels, labels, weights, lr, to
 
 def ours_step_fn(model, strategy: str, images_u8, labels, weights, lr, total, lora_cfg):
     from ssl_jax.train import FinetuneConfig
-    from ssl_jax.train.trainer import Trainer, initial_trainable
+    from ssl_jax.workflows.finetune import Trainer, initial_trainable
 
     cfg = FinetuneConfig(strategy=strategy, batch_size=len(labels), lr_backbone=lr,
                          augment=False, lora=lora_cfg)

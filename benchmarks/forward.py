@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import interleaved, median, print_table, write_results
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 MODES = ("none", "cls", "full", "rollout")
 
@@ -47,7 +44,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict
 
 
 def torch_models(alias: str, num_layers: int | None):
-    import hf_reference as ref
+    from tests.support import hf_reference as ref
 
     eager = ref.build(alias, seed=0, num_layers=num_layers)
     sdpa = ref.build(alias, seed=0, num_layers=num_layers)
@@ -58,8 +55,8 @@ def torch_models(alias: str, num_layers: int | None):
 
 def ours_from_torch(alias: str, eager, num_layers: int | None):
     import ssl_jax
+    from ssl_jax.models.config import bundled_spec
     from ssl_jax.models.convert import convert_state_dict
-    from ssl_jax.models.spec import bundled_spec
 
     spec = bundled_spec(alias)
     if num_layers is not None:
@@ -72,15 +69,12 @@ def ours_from_torch(alias: str, eager, num_layers: int | None):
 
 def compiled_forward(model, pixels, mode: str, dtype):
     """(compiled executable, compile seconds) for ssl_jax's forward in `mode`."""
+    from ssl_jax.models.collectors import attention_collectors
     from ssl_jax.models.model import _forward
 
     layers = tuple(range(model.spec.num_layers))
-    kw = dict(spec=model.spec, attentions=mode, layers=layers, hidden_states=False,
+    kw = dict(spec=model.spec, collect=attention_collectors(model.spec, mode, layers),
               dtype=dtype)
-    if mode == "rollout":
-        from ssl_jax.attention import RolloutOptions
-
-        kw["rollout"] = RolloutOptions()
     t0 = time.perf_counter()
     exe = _forward.lower(model.params, pixels, **kw).compile()
     return exe, time.perf_counter() - t0

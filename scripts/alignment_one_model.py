@@ -2,9 +2,9 @@
 
     python scripts/alignment_one_model.py --model dinov2 [--dataset PATH] [--random-weights]
 
-Loads the model, preprocesses every annotated image (squash to 224), takes CLS attention
-of every layer, scores it against the expert boxes and prints IoU@90 / coverage per layer
-with bootstrap CIs.
+Loads the model, preprocesses every annotated image (squash to 224), takes the model's
+default map (CLS attention; SigLIP: mean attention) of every layer, scores it against the
+expert boxes and prints IoU@90 / coverage per layer with bootstrap CIs.
 """
 
 import argparse
@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 import ssl_jax
-from ssl_jax.attention import attention_map, to_heatmap
-from ssl_jax.data import load_annotations, load_image, sample_dataset, union_mask
+from ssl_jax.attention import default_method, map_method, to_heatmap
+from ssl_jax.io.dataset import load_annotations, load_image, sample_dataset, union_mask
 from ssl_jax.metrics import alignment_metrics, gaussian_target
 from ssl_jax.stats import bootstrap_ci
 
@@ -37,15 +37,15 @@ if args.layers:  # a shallower model, e.g. for a quick check
                               lambda a: a[: args.layers], model.params["blocks"])})
 images = [load_image(root / "images" / i) for i in ids]  # every mode, EXIF warned
 pixels, _ = ssl_jax.preprocess(model, images, mode="squash", size=(224, 224))
+method = map_method(default_method(model.spec))
 out = ssl_jax.forward(model, pixels, attentions="full")
-method = "cls" if out.layout.has_cls else "mean"
-heat = to_heatmap(attention_map(out, method), (224, 224))  # (images, layers, 224, 224)
+heat = to_heatmap(method.compute(out), (224, 224))  # (images, layers, 224, 224)
 masks = np.stack([union_mask(ann[i].boxes, (224, 224)) for i in ids])
 targets = np.stack([gaussian_target(ann[i].boxes, 224, 224) for i in ids])
 scores = alignment_metrics(heat, masks, targets, percentiles=(90,))
 for metric in ("iou@90", "coverage"):
     mean, lo, hi = bootstrap_ci(np.asarray(scores[metric]).T, jax.random.key(0),
                                 n_resamples=2000)
-    print(f"{args.model} {method} {metric}:")
+    print(f"{args.model} {method.name} {metric}:")
     for layer, (m, a, b) in enumerate(zip(mean, lo, hi, strict=True)):
         print(f"  layer {layer:2d}  {m:.3f}  [{a:.3f}, {b:.3f}]")

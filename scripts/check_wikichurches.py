@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_jax import data as D
+from ssl_jax.io import dataset as D
 
 ROOT = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("SSL_DATASET_PATH", "."))
 

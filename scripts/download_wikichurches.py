@@ -6,10 +6,10 @@
     python scripts/download_wikichurches.py --dest dataset --files building_parts.json,churches.json
     python scripts/download_wikichurches.py --dest dataset --verify-only
 
-A thin wrapper: everything lives in `ssl_jax.data.download` (see `ssl_jax.data.cli`).
+A thin wrapper: everything lives in `ssl_jax.io.dataset.download` (see `ssl_jax.cli.data`).
 """
 
-from ssl_jax.data.cli import download
+from ssl_jax.cli.data import download
 
 if __name__ == "__main__":
     download(prog_name="download_wikichurches.py")

@@ -1,4 +1,5 @@
-"""Rank a model's attention heads by how well their CLS attention covers the expert boxes.
+"""Rank a model's attention heads by how well their maps of the model's default method (CLS
+attention; SigLIP: mean attention) cover the expert boxes.
 
     python scripts/rank_heads.py --model dinov3 --layer -1 [--random-weights]
 """
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 import ssl_jax
-from ssl_jax.attention import cls_map, mean_map, to_heatmap
-from ssl_jax.data import load_annotations, load_image, sample_dataset, union_mask
+from ssl_jax.attention import default_method, map_method, per_head_method, to_heatmap
+from ssl_jax.io.dataset import load_annotations, load_image, sample_dataset, union_mask
 from ssl_jax.metrics import coverage, iou_at_percentiles
 
 ap = argparse.ArgumentParser()
@@ -25,10 +26,10 @@ ann = load_annotations(root / "building_parts.json")
 ids = sorted(ann)
 model = ssl_jax.random_model(args.model) if args.random_weights else ssl_jax.load_model(args.model)
 pixels, _ = ssl_jax.preprocess(model, [load_image(root / "images" / i) for i in ids],
-                               mode="squash", size=(224, 224))
+                        mode="squash", size=(224, 224))
+method = map_method(per_head_method(default_method(model.spec)))
 out = ssl_jax.forward(model, pixels, attentions="full", layers=[args.layer])
-per_head = (cls_map if out.layout.has_cls else mean_map)(out.attentions[:, 0], out.layout,
-                                                          fusion=None)  # (I, heads, h, w)
+per_head = method.compute(out, layer=out.attention_layers[0])  # (I, heads, h, w)
 heat = to_heatmap(per_head, (224, 224))
 masks = np.stack([union_mask(ann[i].boxes, (224, 224)) for i in ids])[:, None]
 iou = np.asarray(iou_at_percentiles(heat, masks, (90,))[0][..., 0]).mean(0)

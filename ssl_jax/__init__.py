@@ -1,7 +1,8 @@
 """ssl_jax: exact JAX/Flax ports of five self-supervised ViT encoders, and the study of
 whether their attention falls on the regions human experts mark as diagnostic."""
 
-from .models import (
+from ssl_jax.io.weights import load_model
+from ssl_jax.models import (
     MODELS,
     CheckpointError,
     EncoderOutput,
@@ -9,10 +10,9 @@ from .models import (
     ModelSpec,
     TokenLayout,
     forward,
-    load_model,
     random_model,
 )
-from .preprocess import Transform, preprocess
+from ssl_jax.models.preprocess import Transform, preprocess
 
 __version__ = "0.1.0"
 

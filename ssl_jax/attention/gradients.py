@@ -30,10 +30,11 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from ..models.encoder import encode
-from ..models.model import Model, _check_pixels
-from ..models.spec import ModelSpec
-from .maps import tokens_to_grid
+from ssl_jax.attention.maps import tokens_to_grid
+from ssl_jax.models.collectors import FullAttention, HiddenStates, ProbabilityTap, StateTap
+from ssl_jax.models.encoder import encode
+from ssl_jax.models.model import Model, _check_pixels
+from ssl_jax.models.spec import ModelSpec
 
 Head = Mapping[str, jax.Array]
 Target = Callable[[dict], jax.Array]
@@ -146,8 +147,7 @@ def _grad_cam(params, head, pixels, class_index, *, spec, dtype, state, relu, ta
         zeros = jnp.zeros((layout.num_tokens, spec.hidden_size), jnp.float32)
 
         def f(delta):
-            out = encode(spec, params, x, hidden_states=True, dtype=dtype,
-                         state_tap=(state, delta))
+            out = encode(spec, params, x, (StateTap(state, delta), HiddenStates()), dtype=dtype)
             return _score(spec, out, head, c, target), out["hidden_states"][state]
 
         (_, acts), grads = jax.value_and_grad(f, has_aux=True)(zeros)
@@ -214,8 +214,7 @@ def _attention_gradient(params, head, pixels, class_index, *, spec, dtype, start
         zeros = jnp.zeros((n, spec.num_heads, t, t), jnp.float32)
 
         def f(delta):
-            out = encode(spec, params, x, attentions="full", layers=tuple(range(n)),
-                         dtype=dtype, probs_delta=delta)
+            out = encode(spec, params, x, (ProbabilityTap(delta), FullAttention()), dtype=dtype)
             return _score(spec, out, head, c, target), out["attentions"]
 
         (_, att), grads = jax.value_and_grad(f, has_aux=True)(zeros)

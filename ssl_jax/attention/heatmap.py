@@ -1,7 +1,7 @@
 """Heatmap utilities: grid → pixel upsampling, min-max normalisation, original-image frame.
 
 `upsample` is torch `interpolate(mode="bilinear", align_corners=False)` (SPEC R2.7) through
-the exact resampling matrices of `ssl_jax.resample`; everything is jit-able with sizes (and
+the exact resampling matrices of `ssl_jax.core.resample`; everything is jit-able with sizes (and
 the transform) static.
 """
 
@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..preprocess import Transform
-from ..resample import resize_axes
+from ssl_jax.core.resample import resize_axes
+from ssl_jax.models.preprocess import Transform
 
 NORM_EPS = 1e-8
 

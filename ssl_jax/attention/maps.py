@@ -18,44 +18,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from ..models.spec import TokenLayout
-
-Fusion = Literal["mean", "max", "min"]
-FUSIONS = ("mean", "max", "min")
-
-
-def _check_fusion(fusion) -> None:
-    if fusion is not None and fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS} or None (per head), got {fusion!r}")
-
-
-def select_heads(x: jax.Array, head_indices: Sequence[int] | None, axis: int) -> jax.Array:
-    """Keep the heads `head_indices` (in that order) along `axis`; None keeps all."""
-    if head_indices is None:
-        return x
-    n = x.shape[axis]
-    idx = tuple(int(h) for h in head_indices)
-    if not idx:
-        raise ValueError("head_indices is empty; pass None for all heads")
-    bad = [h for h in idx if not -n <= h < n]
-    if bad:
-        raise ValueError(f"head indices {bad} out of range for {n} heads (valid 0..{n - 1})")
-    return jnp.take(x, jnp.asarray([h % n for h in idx]), axis=axis)
-
-
-def fuse_heads(
-    x: jax.Array,
-    fusion: Fusion | None = "mean",
-    head_indices: Sequence[int] | None = None,
-    *,
-    axis: int,
-) -> jax.Array:
-    """Select heads, then reduce the heads `axis` by mean / max / min (None: keep per head)."""
-    _check_fusion(fusion)
-    x = select_heads(jnp.asarray(x, jnp.float32), head_indices, axis)
-    if fusion is None:
-        return x
-    return {"mean": jnp.mean, "max": jnp.max, "min": jnp.min}[fusion](x, axis=axis)
+from ssl_jax.models.fusion import Fusion, fuse_heads
+from ssl_jax.models.spec import TokenLayout
 
 
 def tokens_to_grid(values: jax.Array, layout: TokenLayout) -> jax.Array:
@@ -87,7 +51,8 @@ def cls_row_map(
     fusion: Fusion | None = "mean",
     head_indices: Sequence[int] | None = None,
 ) -> jax.Array:
-    """CLS → patch attention from CLS rows (..., heads, T) (as `forward(attentions="cls")`).
+    """CLS → patch attention from CLS rows (..., heads, T) (`cls_attentions` of
+    `forward(attentions="cls")`).
 
     Returns (..., grid_h, grid_w), or (..., heads', grid_h, grid_w) with `fusion=None`.
     """
@@ -150,75 +115,3 @@ def probe_map(
 
 
 Method = Literal["cls", "mean", "probe", "rollout"]
-
-
-def _layer_position(attention_layers: tuple[int, ...], layer: int) -> int:
-    if not attention_layers:
-        raise ValueError("this output carries no per-layer attentions")
-    if layer in attention_layers:
-        return attention_layers.index(layer)
-    if -len(attention_layers) <= layer < 0:
-        return layer % len(attention_layers)
-    raise ValueError(f"layer {layer} is not in this output's attention layers "
-                     f"{list(attention_layers)} (negative indices count from the end)")
-
-
-def attention_map(
-    output,
-    method: Method,
-    *,
-    layer: int | None = None,
-    fusion: Fusion | None = "mean",
-    head_indices: Sequence[int] | None = None,
-    rollout_options=None,
-) -> jax.Array:
-    """Maps from an `EncoderOutput`: (B, [layers], [heads], grid_h, grid_w).
-
-    The output's own attention mode decides the source ("full" (B, L', H, T, T), "cls" rows
-    (B, L', H, T), "rollout" rows (B, L', T)); `layer` is a model layer index from
-    `output.attention_layers` (negative: from the end of that list) and drops the layer
-    axis; None keeps it. "rollout" from full attentions needs all layers from 0 and takes
-    `rollout_options`; rollout has no heads (fusion/head_indices go in the options).
-    """
-    layout = output.layout
-    att = output.attentions
-    if method == "probe":
-        return probe_map(output.probe_attention, layout, fusion=fusion, head_indices=head_indices)
-    if att is None:
-        raise ValueError(f"method {method!r} needs attentions: run forward(..., attentions=...)")
-    if method not in ("cls", "mean", "rollout"):
-        raise ValueError(f"method must be 'cls', 'mean', 'probe' or 'rollout', got {method!r}")
-    layers = output.attention_layers
-    if method == "rollout":
-        from .rollout import rollout_map
-
-        if att.ndim == 3:  # fused forward: CLS rows already rolled out
-            rows = att
-            if rollout_options is not None:
-                raise ValueError("rollout_options belong in forward(..., rollout=...) for a "
-                                 "fused-rollout output")
-            maps = tokens_to_grid(rows, layout)
-        elif att.ndim == 5:
-            if layers != tuple(range(len(layers))):
-                raise ValueError(f"rollout from full attentions needs layers 0..L-1, this "
-                                 f"output has {list(layers)}")
-            opts = rollout_options
-            start = 0 if opts is None else opts.start_layer
-            maps = rollout_map(att, layout, options=opts, all_layers=True)
-            layers = layers[start:start + maps.shape[1]]
-        else:
-            raise ValueError("rollout needs forward(..., attentions='full' or 'rollout')")
-    elif method == "cls":
-        if att.ndim == 5:
-            maps = cls_map(att, layout, fusion=fusion, head_indices=head_indices)
-        elif att.ndim == 4:
-            maps = cls_row_map(att, layout, fusion=fusion, head_indices=head_indices)
-        else:
-            raise ValueError("cls maps need forward(..., attentions='full' or 'cls')")
-    else:
-        if att.ndim != 5:
-            raise ValueError("mean maps need forward(..., attentions='full')")
-        maps = mean_map(att, layout, fusion=fusion, head_indices=head_indices)
-    if layer is None:
-        return maps
-    return maps[:, _layer_position(tuple(layers), layer)]

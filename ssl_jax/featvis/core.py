@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..models.encoder import encode
+from ssl_jax.models.collectors import FullAttention, HiddenStates
+from ssl_jax.models.encoder import encode
 
 # Square root of the RGB colour correlation of ImageNet images (a property of natural images,
 # the usual decorrelated colour basis of feature visualisation); columns scaled to max norm 1.
@@ -109,13 +110,12 @@ class Objective:
 
     def __call__(self, spec, params, pixels) -> jax.Array:
         if self.kind == "head":
-            out = encode(spec, params, pixels, attentions="full", layers=(self.layer
-                                                                          % spec.num_layers,))
+            out = encode(spec, params, pixels, (FullAttention((self.layer % spec.num_layers,)),))
             lay = spec.layout(pixels.shape[0], pixels.shape[1])
             probs = out["attentions"][0, self.index]  # (T, T)
             rows = probs[0] if lay.has_cls else probs.mean(0)
             return jnp.sum(rows[lay.num_prefix:])
-        out = encode(spec, params, pixels, hidden_states=self.kind != "pooled")
+        out = encode(spec, params, pixels, () if self.kind == "pooled" else (HiddenStates(),))
         if self.kind == "pooled":
             return out["pooled"][self.index]
         h = out["hidden_states"][self.layer]  # (T, D)

@@ -4,12 +4,17 @@ localisation metrics the original lacks, aggregation helpers and baseline maps (
 Entry point for the study: `alignment_grid(maps (I, ..., H, W), masks (I, H, W), targets)`
 — IoU at 7 percentiles, coverage, pointing, MSE and KL for every map in one jitted call.
 
+`registry` declares every metric once: its function, which way is better, what it needs
+(mask, soft target, boxes, percentile, tolerance) and its empty-mask value; the grid, the
+study's evaluate / compare, shift and the figures read it. The grid and the standalone
+functions share one per-map kernel per metric.
+
 `degenerate(maps)` (True where a map has a non-finite value, no positive mass or is
 constant) is the rule by which every metric here returns NaN instead of a sanitised,
 tie-broken number; the aggregation helpers skip NaN and report the count (``excluded``).
 """
 
-from .aggregate import (
+from ssl_jax.metrics.aggregate import (
     SegmentStats,
     Summary,
     by_feature,
@@ -19,7 +24,7 @@ from .aggregate import (
     lower_median,
     segment_stats,
 )
-from .alignment import (
+from ssl_jax.metrics.alignment import (
     EPS,
     argmax_yx,
     box_iou,
@@ -41,7 +46,7 @@ from .alignment import (
     top_k_pointing,
     top_order,
 )
-from .baselines import (
+from ssl_jax.metrics.baselines import (
     N_RANDOM_TRIALS,
     center_gaussian,
     grey_resized,
@@ -52,7 +57,7 @@ from .baselines import (
     sobel_edges,
     sobel_magnitude,
 )
-from .continuous import (
+from ssl_jax.metrics.continuous import (
     EMD_GRID_SIZE,
     emd,
     emd_grids,
@@ -65,8 +70,8 @@ from .continuous import (
     target_terms,
     wasserstein1,
 )
-from .grid import PERCENTILES, alignment_grid, alignment_metrics
-from .localisation import (
+from ssl_jax.metrics.grid import PERCENTILES, alignment_grid, alignment_metrics
+from ssl_jax.metrics.localisation import (
     box_from_mask,
     box_iou_edges,
     jaccard,

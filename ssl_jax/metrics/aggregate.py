@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .alignment import jit_static
+from ssl_jax.metrics.alignment import jit_static
 
 
 class SegmentStats(NamedTuple):

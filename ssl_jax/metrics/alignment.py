@@ -3,7 +3,7 @@
 Conventions (DESIGN.md): maps are ``(..., H, W)`` floats (the study's min-max-normalised
 heatmaps; float16 is accepted and upcast to float32); masks are bool and broadcast against
 the maps (numpy rules); boxes are ``(..., K, 4)`` int pixel *edges* ``(x1, y1, x2, y2)``,
-end-exclusive, as `ssl_jax.data.box_edges` returns them, with a ``(..., K)`` bool validity
+end-exclusive, as `ssl_jax.io.dataset.box_edges` returns them, with a ``(..., K)`` bool validity
 mask for padding. Every function is pure and jit-able; leading axes are batch axes.
 
 Thresholding (SPEC decision 2). Percentile ``p`` keeps exactly
@@ -237,6 +237,41 @@ def _prefix_hits(g_sorted: jax.Array, ks: np.ndarray) -> jax.Array:
     return cum[..., np.searchsorted(uniq, ks)]
 
 
+# --------------------------------------------------------------------------- per-map kernels
+# One formula per metric, shared by the standalone functions below and the fused grid
+# (`grid`), which calls them on flat (maps, H·W) blocks with per-image pieces computed once.
+# `axis` names the pixel axes: (-2, -1) for (..., H, W), -1 for flat (..., H·W). The
+# degenerate-map NaN is applied by the callers (one flag per map).
+
+
+def _count_iou(inter, union) -> jax.Array:
+    """|M∩G| / (|M∪G| + 1e-8) from pixel counts, 0 when the union is empty."""
+    return jnp.where(union > 0, inter / (union + EPS), 0.0)
+
+
+def _iou_ranked(g_ranked, g_count, ks: np.ndarray) -> jax.Array:
+    """IoU of the top-k mask with the mask at every k of `ks`: g_ranked (..., ≥ max k) the
+    mask gathered in rank order, g_count (...) float32 its pixel count → (..., P)."""
+    inter = _prefix_hits(g_ranked, ks).astype(jnp.float32)
+    union = jnp.asarray(ks, jnp.float32) + g_count[..., None] - inter
+    return _count_iou(inter, union)
+
+
+def _coverage(a, g, axis) -> jax.Array:
+    """Share of the sanitised energy `a` inside the mask `g` (0 when it is below 1e-8)."""
+    total = jnp.sum(a, axis=axis)
+    inside = jnp.sum(jnp.where(g, a, 0.0), axis=axis)
+    return jnp.where(total < EPS, 0.0, inside / jnp.maximum(total, EPS))
+
+
+def _first_max_hit(values, g_dilated) -> jax.Array:
+    """Whether the first maximum of flat ranking values (..., n) lies in the (dilated) flat
+    mask (broadcast against them): (...) bool."""
+    idx = jnp.argmax(values, axis=-1)
+    g = jnp.broadcast_to(g_dilated, values.shape)
+    return jnp.take_along_axis(g, idx[..., None], axis=-1)[..., 0]
+
+
 # --------------------------------------------------------------------------- IoU family
 
 
@@ -257,10 +292,9 @@ def iou_at_percentiles(maps, gt, percentiles: Sequence[float]):
     maps = jnp.broadcast_to(maps, shape)
     g = _flat(jnp.broadcast_to(jnp.asarray(gt, bool), shape))
     order = top_order(maps, int(ks.max()))
-    inter = _prefix_hits(jnp.take_along_axis(g, order, axis=-1), ks).astype(jnp.float32)
     g_count = jnp.sum(g, axis=-1, dtype=jnp.int32).astype(jnp.float32)
-    union = jnp.asarray(ks, jnp.float32) + g_count[..., None] - inter
-    iou = _nan_where_degenerate(jnp.where(union > 0, inter / (union + EPS), 0.0), raw, 1)
+    iou = _nan_where_degenerate(_iou_ranked(jnp.take_along_axis(g, order, axis=-1), g_count,
+                                            ks), raw, 1)
     return iou, jnp.asarray(ks / n, jnp.float32), g_count / n
 
 
@@ -275,10 +309,7 @@ def coverage(maps, gt) -> jax.Array:
     """Fraction of the sanitised attention energy inside the mask (0 when that energy is
     below 1e-8); NaN for a degenerate map."""
     _check_spatial(maps, gt)
-    a = sanitize(maps)
-    total = jnp.sum(a, axis=(-2, -1))
-    inside = jnp.sum(jnp.where(jnp.asarray(gt, bool), a, 0.0), axis=(-2, -1))
-    return _nan_where_degenerate(jnp.where(total < EPS, 0.0, inside / jnp.maximum(total, EPS)),
+    return _nan_where_degenerate(_coverage(sanitize(maps), jnp.asarray(gt, bool), (-2, -1)),
                                  maps)
 
 
@@ -313,7 +344,7 @@ def box_iou(maps, edges, valid, percentiles: Sequence[float]) -> jax.Array:
     tmk = tm[..., None, :, :]  # (I, ..., P, 1, H, W)
     inter = jnp.sum(tmk & bm, axis=(-2, -1), dtype=jnp.int32).astype(jnp.float32)
     union = jnp.sum(tmk | bm, axis=(-2, -1), dtype=jnp.int32).astype(jnp.float32)
-    out = _nan_where_degenerate(jnp.where(union > 0, inter / (union + EPS), 0.0), maps, 2)
+    out = _nan_where_degenerate(_count_iou(inter, union), maps, 2)
     v = jnp.asarray(valid, bool).reshape(valid.shape[:1] + (1,) * extra + valid.shape[1:])
     return jnp.where(v, out, jnp.nan)
 
@@ -360,10 +391,8 @@ def pointing_hit(maps, gt, tolerance: int = 0) -> jax.Array:
     else 0.0; NaN for a degenerate map."""
     _check_spatial(maps, gt)
     shape = jnp.broadcast_shapes(maps.shape, jnp.shape(gt))
-    idx = jnp.argmax(_flat(ranking_values(jnp.broadcast_to(maps, shape))), axis=-1)
-    g = _flat(jnp.broadcast_to(dilate(gt, tolerance), shape))
-    hit = jnp.take_along_axis(g, idx[..., None], axis=-1)[..., 0]
-    return _nan_where_degenerate(hit, maps)
+    v = _flat(ranking_values(jnp.broadcast_to(maps, shape)))
+    return _nan_where_degenerate(_first_max_hit(v, _flat(dilate(gt, tolerance))), maps)
 
 
 @jit_static("k", "tolerance")

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from ssl_jax.core.pixels import to_rgb
+
 N_RANDOM_TRIALS = 100
 
 
@@ -76,8 +78,6 @@ def random_maps_for_ids(key: jax.Array, image_ids: Sequence[str],
 def grey_resized(image, height: int = 224, width: int = 224) -> np.ndarray:
     """PIL ``convert("L")`` (ITU-R 601 luma) then PIL bicubic resize, / 255 → float32."""
     if isinstance(image, Image.Image):  # any mode (16-bit, palette, CMYK) by the one rule
-        from ..data.images import to_rgb
-
         image = to_rgb(image)
     img = Image.fromarray(np.asarray(image))
     grey = img.convert("L").resize((width, height), Image.BICUBIC)

@@ -5,7 +5,7 @@ Soft target: per box an axis-aligned Gaussian at the box centre, sigma = max(sid
 (side ≥ 1 px), evaluated at pixel centres (j + 0.5, i + 0.5) and scaled to peak 1; the
 pixelwise max over the boxes, divided by its max and clipped to [0, 1]; zeros without boxes.
 Boxes are float pixel coordinates ``(x1, y1, x2, y2)`` = ``(left·W, top·H, right·W,
-bottom·H)`` of the clamped box (`ssl_jax.data.boxes_to_frame`), not the integer edges.
+bottom·H)`` of the clamped box (`ssl_jax.io.dataset.boxes_to_frame`), not the integer edges.
 
 EMD. Both maps are sanitised (NaN/±inf → 0, clamp ≥ 0) and resized to 8×8 by bilinear
 interpolation with align_corners=False and no antialiasing (torch ``F.interpolate``; at
@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import distance_matrix
 
-from ..errors import UserError
-from .alignment import EPS, _nan_where_degenerate, degenerate, jit_static, sanitize
+from ssl_jax.core.errors import UserError
+from ssl_jax.metrics.alignment import EPS, _nan_where_degenerate, degenerate, jit_static, sanitize
 
 EMD_GRID_SIZE = 8
 
@@ -95,14 +95,19 @@ def _check_same(maps, target) -> None:
         raise ValueError(f"target {ts} does not broadcast against maps {ms}") from None
 
 
+def _mse(a, t, axis) -> jax.Array:
+    """Kernel (shared with the fused grid): a the sanitised maps, t the sanitised target
+    clipped to [0, 1]; `axis` the pixel axes."""
+    return jnp.mean((jnp.minimum(a, 1.0) - t) ** 2, axis=axis)
+
+
 @jax.jit
 def mse(maps, target) -> jax.Array:
     """mean over pixels of (clip01(sanitize(a)) − clip01(sanitize(g)))²; NaN for a
     degenerate map."""
     _check_same(maps, target)
-    a = jnp.clip(sanitize(maps), 0, 1)
     t = jnp.clip(sanitize(target), 0, 1)
-    return _nan_where_degenerate(jnp.mean((a - t) ** 2, axis=(-2, -1)), maps)
+    return _nan_where_degenerate(_mse(sanitize(maps), t, (-2, -1)), maps)
 
 
 def _distribution(x) -> jax.Array:
@@ -130,19 +135,25 @@ def target_terms(target) -> tuple[jax.Array, jax.Array]:
     return p, jnp.sum(p * jnp.log(p), axis=(-2, -1))
 
 
+def _kl_terms(a, p, plogp, axis) -> jax.Array:
+    """Kernel (shared with the fused grid): KL(p ‖ q(a)) from the target's (p, Σ p log p)
+    and the sanitised maps `a`; `axis` the pixel axes. A sum that is not finite and > 0
+    means the uniform q."""
+    ae = a + EPS
+    s = jnp.sum(ae, axis=axis)
+    cross = jnp.sum(jnp.log(ae) * p, axis=axis) - jnp.log(s)  # no TF32 matmul
+    ok = jnp.isfinite(s) & (s > 0)
+    n = int(np.prod([a.shape[i] for i in np.atleast_1d(axis)]))
+    return jnp.where(ok, plogp - cross, plogp + jnp.log(jnp.float32(n)))
+
+
 @jax.jit
 def kl_from_terms(maps, p, plogp) -> jax.Array:
     """KL(p ‖ q(maps)) using Σ p = 1: Σ p log p − Σ p log(a + ε) + log Σ(a + ε) (one log
     per pixel and a dot product per map; equal to `kl_target_attention` to float32 rounding;
     NaN for a degenerate map).
     """
-    a = sanitize(maps) + EPS
-    s = jnp.sum(a, axis=(-2, -1))
-    cross = jnp.sum(p * jnp.log(a), axis=(-2, -1)) - jnp.log(s)
-    ok = jnp.isfinite(s) & (s > 0)
-    n = maps.shape[-1] * maps.shape[-2]
-    return _nan_where_degenerate(jnp.where(ok, plogp - cross, plogp + jnp.log(jnp.float32(n))),
-                                 maps)
+    return _nan_where_degenerate(_kl_terms(sanitize(maps), p, plogp, (-2, -1)), maps)
 
 
 # --------------------------------------------------------------------------- EMD

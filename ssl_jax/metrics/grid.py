@@ -2,6 +2,11 @@
 pointing game, MSE and KL against the soft target — for maps (I, ..., H, W) of every image ×
 layer × method × … at once.
 
+Which metrics and in which column order come from the metric registry (`registry`, the
+metrics marked ``in_grid``); each is computed by the per-map kernel its standalone function
+uses (`alignment._iou_ranked`, `_coverage`, `_first_max_hit`, `continuous._mse`,
+`_kl_terms`), on one image's block of flat maps at a time.
+
 Per image, every map is ranked once — float32 maps by one stable `jax.lax.top_k` (k of the
 lowest percentile), 16-bit maps by one packed integer sort (`alignment._packed16_order`) —
 and the intersections at all percentiles are block sums of the mask gathered in rank order.
@@ -27,24 +32,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .alignment import (
-    EPS,
+from ssl_jax.metrics.alignment import (
     _check_spatial,
+    _coverage,
+    _first_max_hit,
     _invalid,
-    _prefix_hits,
+    _iou_ranked,
     dilate,
     ranking_values,
     sanitize,
     threshold_counts,
     top_order,
 )
-from .continuous import target_terms
+from ssl_jax.metrics.continuous import _kl_terms, _mse, target_terms
+from ssl_jax.metrics.registry import METRICS, grid_metrics
 
 PERCENTILES = (90, 85, 80, 75, 70, 60, 50)
 
 
 def _percentile_key(p) -> str:
-    return f"iou@{float(p):g}"
+    return METRICS["iou"].column(p)
 
 
 @partial(jax.jit, static_argnames=("percentiles", "tolerance", "batch_size", "with_target"))
@@ -66,44 +73,43 @@ def _grid(maps, masks, targets, percentiles, tolerance, batch_size, with_target)
         p_all = t_all = jnp.zeros((i, 1), jnp.float32)
         plogp_all = jnp.zeros((i,), jnp.float32)
 
+    # each grid metric from the per-map kernel of its own module, on one image's (r, n)
+    # block of flat maps and the pieces shared by them (computed once per image)
+    kernels = {
+        "iou": lambda x: _iou_ranked(x["g"][x["order"]], x["gc"], ks),
+        "coverage": lambda x: _coverage(x["a"], x["g"], -1),
+        "pointing": lambda x: _first_max_hit(x["v"], x["gd"]).astype(jnp.float32),
+        "mse": lambda x: _mse(x["a"], x["t"], -1),
+        "kl": lambda x: _kl_terms(x["a"], x["p"], x["plogp"], -1),
+    }
+    metrics = grid_metrics(with_target)
+
     def one(args):
         m, g, gd, p, plogp, tg = args
-        v = ranking_values(m)  # (r, n) float32
+        x = {"g": g, "gd": gd, "p": p, "plogp": plogp, "t": tg,
+             "v": ranking_values(m),  # (r, n) float32
+             "order": top_order(m.reshape(r, h, w), kmax),  # packed sort for 16-bit maps
+             "gc": jnp.sum(g, dtype=jnp.int32).astype(jnp.float32),
+             "a": sanitize(m)}
         bad = _invalid(m)  # (r,) degenerate maps → NaN in every metric
-
-        order = top_order(m.reshape(r, h, w), kmax)  # packed sort for 16-bit maps
-        inter = _prefix_hits(g[order], ks).astype(jnp.float32)  # (r, P)
-        gc = jnp.sum(g, dtype=jnp.int32).astype(jnp.float32)
-        union = jnp.asarray(ks, jnp.float32) + gc - inter
-        out = {"iou": jnp.where(union > 0, inter / (union + EPS), 0.0)}
-        a = sanitize(m)
-        total = jnp.sum(a, axis=-1)
-        inside = jnp.sum(jnp.where(g, a, 0.0), axis=-1)
-        out["coverage"] = jnp.where(total < EPS, 0.0, inside / jnp.maximum(total, EPS))
-        out["pointing"] = gd[jnp.argmax(v, axis=-1)].astype(jnp.float32)
-        out["annotation_area"] = jnp.broadcast_to(gc / n, (r,))
-        if with_target:
-            out["mse"] = jnp.mean((jnp.minimum(a, 1.0) - tg) ** 2, axis=-1)
-            ae = a + EPS
-            s = jnp.sum(ae, axis=-1)
-            cross = jnp.sum(jnp.log(ae) * p, axis=-1) - jnp.log(s)  # no TF32 matmul
-            ok = jnp.isfinite(s) & (s > 0)
-            out["kl"] = jnp.where(ok, plogp - cross, plogp + jnp.log(jnp.float32(n)))
         nan = jnp.float32(jnp.nan)
-        for name in out:
-            if name != "annotation_area":
-                flag = bad[:, None] if out[name].ndim == 2 else bad
-                out[name] = jnp.where(flag, nan, out[name])
+        out = {}
+        for metric in metrics:
+            v = kernels[metric.name](x)
+            out[metric.name] = jnp.where(bad[:, None] if v.ndim == 2 else bad, nan, v)
+        out["annotation_area"] = jnp.broadcast_to(x["gc"] / n, (r,))
         return out
 
     res = jax.lax.map(one, (maps, g_all, gd_all, p_all, plogp_all, t_all),
                       batch_size=batch_size if batch_size > 1 else None)
     out = {}
-    for j, p in enumerate(percentiles):
-        out[_percentile_key(p)] = res["iou"][..., j].reshape(i, *mid)
-    for name in ("coverage", "pointing", "mse", "kl", "annotation_area"):
-        if name in res:
-            out[name] = res[name].reshape(i, *mid)
+    for metric in metrics:
+        if metric.per_percentile:
+            for j, p in enumerate(percentiles):
+                out[metric.column(p)] = res[metric.name][..., j].reshape(i, *mid)
+        else:
+            out[metric.column()] = res[metric.name].reshape(i, *mid)
+    out["annotation_area"] = res["annotation_area"].reshape(i, *mid)
     return out
 
 

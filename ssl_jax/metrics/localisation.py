@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from .alignment import (
+from ssl_jax.metrics.alignment import (
     _check_spatial,
     _flat,
     _nan_where_degenerate,

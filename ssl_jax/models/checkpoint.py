@@ -17,8 +17,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .convert import CheckpointError
-from .spec import MODELS
+from ssl_jax.models.convert import CheckpointError
+from ssl_jax.models.families import MODELS
 
 _ST_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,

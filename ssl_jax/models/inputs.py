@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import UserError
-from .spec import ModelSpec
+from ssl_jax.core.errors import UserError
+from ssl_jax.models.spec import ModelSpec
 
 # A preprocessed image is (x·rescale - mean) / std per channel with x in 0..255: the five
 # checkpoints' processors put it within [-2.12, 2.64] (ImageNet mean/std: DINOv2, DINOv3, MAE),

@@ -1,6 +1,6 @@
-"""Transformer pieces shared by the five encoders, written per example: x is (tokens, dim).
+"""Transformer pieces shared by the encoder families, written per example: x is (tokens, dim).
 
-The batch axis is added by `jax.vmap` in `forward.py`. Flax linen modules are only ever used
+The batch axis is added by `jax.vmap` in `ssl_jax.models.model.forward`. Flax linen modules are only ever used
 through `module.apply({"params": p}, ...)`: parameters live in plain dicts.
 """
 
@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .spec import Activation, ModelSpec
+from ssl_jax.models.spec import Activation, ModelSpec
 
 Dtype = Any
 
@@ -31,6 +31,49 @@ def activation_fn(name: Activation):
 def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
     # two-pass variance as torch computes it (flax's fast variance loses digits when |mean| >> std)
     return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=dtype, name=name)
+
+
+def apply_layer_norm(spec: ModelSpec, p: dict, x: jax.Array, dtype: Dtype) -> jax.Array:
+    """The spec's LayerNorm with params `p` ({"scale", "bias"}) applied to x."""
+    return layer_norm(spec.layer_norm_eps, dtype).apply({"params": p}, x)
+
+
+def layer_norm_shapes(spec: ModelSpec) -> dict:
+    return {"scale": (spec.hidden_size,), "bias": (spec.hidden_size,)}
+
+
+def block_shapes(spec: ModelSpec) -> dict:
+    """Shapes of one `Block`'s params. A bias the architecture lacks is no parameter at all
+    (DINOv3's key bias): the fused qkv bias holds only the present slots,
+    `spec.qkv_bias_slots`, in order."""
+    d, h, dh, m = spec.hidden_size, spec.num_heads, spec.head_dim, spec.mlp_dim
+    ln = layer_norm_shapes(spec)
+    qkv: dict = {"kernel": (d, 3, h, dh)}
+    if spec.qkv_bias_slots:
+        qkv["bias"] = (len(spec.qkv_bias_slots), h, dh)
+    out: dict = {"kernel": (h, dh, d)}
+    fc1: dict = {"kernel": (d, m)}
+    fc2: dict = {"kernel": (m, d)}
+    if spec.proj_bias:
+        out["bias"] = (d,)
+    if spec.mlp_bias:
+        fc1["bias"], fc2["bias"] = (m,), (d,)
+    block = {"norm1": ln, "attn": {"qkv": qkv, "out": out}, "norm2": ln,
+             "mlp": {"fc1": fc1, "fc2": fc2}}
+    if spec.layerscale:
+        block["ls1"], block["ls2"] = (d,), (d,)
+    return block
+
+
+def map_head_shapes(spec: ModelSpec) -> dict:
+    """Shapes of the `MAPHead` params."""
+    d, h, dh, m = spec.hidden_size, spec.num_heads, spec.head_dim, spec.mlp_dim
+    proj = {"kernel": (d, h, dh), "bias": (h, dh)}
+    return {
+        "probe": (1, d), "query": proj, "key": proj, "value": proj,
+        "out": {"kernel": (h, dh, d), "bias": (d,)}, "norm": layer_norm_shapes(spec),
+        "mlp": {"fc1": {"kernel": (d, m), "bias": (m,)}, "fc2": {"kernel": (m, d), "bias": (d,)}},
+    }
 
 
 def rope_tables(spec: ModelSpec, grid_h: int, grid_w: int) -> tuple[jax.Array, jax.Array]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -13,11 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .checkpoint import read_json, read_weights, resolve_source
-from .convert import CheckpointError, convert_state_dict
-from .encoder import AttentionMode, encode, init_params
-from .inputs import check_pixel_values
-from .spec import ConfigError, ModelSpec, TokenLayout, bundled_spec, spec_from_config
+from ssl_jax.models.checkpoint import read_json, read_weights, resolve_source
+from ssl_jax.models.collectors import AttentionMode, HiddenStates, attention_collectors
+from ssl_jax.models.config import bundled_spec, spec_from_config
+from ssl_jax.models.convert import CheckpointError, convert_state_dict
+from ssl_jax.models.encoder import encode, init_params
+from ssl_jax.models.fusion import RolloutOptions
+from ssl_jax.models.inputs import check_pixel_values
+from ssl_jax.models.spec import ConfigError, ModelSpec, TokenLayout
 
 
 @struct.dataclass
@@ -40,14 +42,18 @@ class Model:
 
 @struct.dataclass
 class EncoderOutput:
-    """Batched outputs. attentions: (B, L', heads, T, T) for "full", (B, L', heads, T) for "cls"
-    (SigLIP: (B, 1, heads, T), the MAP-head probe), (B, L', T) for "rollout" (the rollout
-    CLS row after each layer); hidden_states (B, L+1, T, D)."""
+    """Batched outputs; each field has one rank whatever the mode, None when not asked for:
+    attentions (B, L', heads, T, T) ("full"), cls_attentions (B, L', heads, T) ("cls", CLS
+    models), rollout (B, L', T) ("rollout": the rollout CLS row after each layer),
+    probe_attention (B, heads, T) (MAP-head models, any mode but "none"), hidden_states
+    (B, L+1, T, D). attention_layers: the model layers along axis 1 of the per-layer field."""
 
     last_hidden_state: jax.Array
     pooled: jax.Array | None = None
     hidden_states: jax.Array | None = None
     attentions: jax.Array | None = None
+    cls_attentions: jax.Array | None = None
+    rollout: jax.Array | None = None
     probe_attention: jax.Array | None = None
     layout: TokenLayout | None = struct.field(pytree_node=False, default=None)
     attention_layers: tuple[int, ...] = struct.field(pytree_node=False, default=())
@@ -76,11 +82,6 @@ def load_model(
     checkpoints load offline.
     """
     compute_dtype = _canonical_dtype(dtype)
-    run = Path(os.fspath(source)).expanduser()
-    if run.is_dir() and (run / "finetune_run.json").is_file():  # a fine-tuning run folder
-        from ..train.checkpoint import load_finetuned
-
-        return load_finetuned(run, dtype=dtype)
     folder = resolve_source(source, revision=revision, local_files_only=local_files_only,
                             cache_dir=cache_dir)
     config = read_json(folder / "config.json")
@@ -110,11 +111,9 @@ def random_model(alias_or_spec: str | ModelSpec, key: jax.Array | int = 0, *, dt
 
 # ---- forward ---------------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("spec", "attentions", "layers", "hidden_states", "dtype",
-                                             "rollout"))
-def _forward(params, pixels, *, spec, attentions, layers, hidden_states, dtype, rollout=None):
-    fn = functools.partial(encode, spec, attentions=attentions, layers=layers,
-                           hidden_states=hidden_states, dtype=dtype, rollout=rollout)
+@functools.partial(jax.jit, static_argnames=("spec", "collect", "dtype"))
+def _forward(params, pixels, *, spec, collect, dtype):
+    fn = functools.partial(encode, spec, collect=collect, dtype=dtype)
     return jax.vmap(fn, in_axes=(None, 0))(params, pixels)
 
 
@@ -150,10 +149,13 @@ def forward(
     study models, whose preprocessed pixels lie within [-2.12, 2.64]) raise a `UserError`
     unless check_inputs=False. The check is skipped for tracers (under jit/grad/vmap).
 
-    attentions: "none" (fastest path), "cls" (CLS → all tokens rows, (B, L', heads, T); for
-    SigLIP the MAP-head probe, (B, 1, heads, T)), "full" ((B, L', heads, T, T)) or "rollout"
-    (attention rollout folded into the layer loop: the CLS row of the rollout after each
-    layer, (B, L', T), never holding more than one T×T matrix per image; CLS models only).
+    attentions (sugar for `ssl_jax.models.collectors`): "none" (fastest path), "full"
+    (`attentions` (B, L', heads, T, T)), "cls" (`cls_attentions`, the CLS → all tokens rows
+    (B, L', heads, T); none for SigLIP, which has no CLS) or "rollout" (attention rollout
+    folded into the layer loop: `rollout`, the CLS row of the rollout after each layer,
+    (B, L', T), never holding more than one T×T matrix per image; CLS models only). A
+    MAP-head model (SigLIP) also returns `probe_attention` (B, heads, T) in every mode but
+    "none".
     layers: which layers' attentions to keep (default all); negative indices count from the end.
     rollout: `ssl_jax.attention.RolloutOptions` for "rollout" (default: the study's rollout);
     with a start/end layer, `layers` defaults to that range.
@@ -180,8 +182,6 @@ def forward(
             chosen.append(int(i) % n)
         chosen = tuple(sorted(set(chosen)))
     if attentions == "rollout":
-        from ..attention.rollout import RolloutOptions
-
         rollout = rollout if rollout is not None else RolloutOptions()
         start, end = rollout.layer_range(n)
         if layers is None:
@@ -191,10 +191,10 @@ def forward(
             raise ValueError(f"layers {outside} lie outside the rollout range "
                              f"[start_layer={start}, end_layer={end})")
     compute = _canonical_dtype(dtype) if dtype is not None else model.dtype
-    out = _forward(model.params, pixels, spec=spec, attentions=attentions, layers=chosen,
-                   hidden_states=hidden_states, dtype=compute, rollout=rollout)
+    collect = attention_collectors(spec, attentions, chosen, rollout)
+    if hidden_states:
+        collect += (HiddenStates(),)
+    out = _forward(model.params, pixels, spec=spec, collect=collect, dtype=compute)
     layout = spec.layout(pixels.shape[1], pixels.shape[2])
-    # SigLIP's "cls" attention is the MAP head's probe, which belongs to no layer
-    att_layers = (chosen if attentions in ("full", "rollout") or (attentions == "cls" and spec.has_cls)
-                  else ())
-    return EncoderOutput(layout=layout, attention_layers=att_layers, **out)
+    per_layer = any(k in out for k in ("attentions", "cls_attentions", "rollout"))
+    return EncoderOutput(layout=layout, attention_layers=chosen if per_layer else (), **out)

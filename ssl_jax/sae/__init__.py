@@ -1,8 +1,10 @@
 """Sparse autoencoders on the encoders' residual streams: activation capture, a JAX SAE
-(training, external weights, metrics) and feature analysis (spatial maps scored against the
-expert boxes, feature–label correlation with BH-FDR, monosemanticity)."""
+(training, metrics) and feature analysis (spatial maps scored against the
+expert boxes, feature–label correlation with BH-FDR, monosemanticity).
 
-from .analysis import (
+Capture is `ssl_jax.workflows.sae`; SAE files and resumable training state `ssl_jax.io.sae_files`."""
+
+from ssl_jax.sae.analysis import (
     Calibration,
     Correlation,
     SpatialScores,
@@ -17,16 +19,7 @@ from .analysis import (
     spectrum_examples,
     type_masks,
 )
-from .capture import (
-    Activations,
-    capture,
-    capture_dataset,
-    capture_images,
-    load_activations,
-    resolve_layer,
-    save_activations,
-)
-from .model import (
+from ssl_jax.sae.model import (
     SAE,
     SAEMetrics,
     TrainConfig,
@@ -34,16 +27,14 @@ from .model import (
     encode,
     evaluate,
     init_sae,
-    load_sae,
-    save_sae,
     train_sae,
 )
 
 __all__ = [
-    "SAE", "Activations", "Calibration", "Correlation", "SAEMetrics", "SpatialScores",
-    "TrainConfig", "capture", "capture_dataset", "capture_images", "correlate", "decode",
+    "SAE", "Calibration", "Correlation", "SAEMetrics", "SpatialScores",
+    "TrainConfig", "correlate", "decode",
     "encode", "evaluate", "feature_maps", "image_activations", "init_sae", "label_matrix",
-    "load_activations", "load_sae", "monosemanticity", "random_pair_calibration",
-    "resolve_layer", "save_activations", "save_sae", "score_features", "select_tiers",
+    "monosemanticity", "random_pair_calibration",
+    "score_features", "select_tiers",
     "spectrum_examples", "train_sae", "type_masks",
 ]

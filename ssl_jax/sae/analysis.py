@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from ..attention.heatmap import to_heatmap
-from ..metrics import coverage, iou, pointing_hit
-from ..stats import benjamini_hochberg
-from .model import SAE
+from ssl_jax.attention.heatmap import to_heatmap
+from ssl_jax.metrics import coverage, iou, pointing_hit
+from ssl_jax.metrics.masks import union_mask
+from ssl_jax.sae.model import SAE
+from ssl_jax.stats import benjamini_hochberg
 
 # ---- feature activations ---------------------------------------------------------------------
 
@@ -92,8 +93,6 @@ class SpatialScores:
 def type_masks(annotations: Sequence, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Per image and annotation label, the union of that label's boxes: (N, T, H, W) bool and
     the labels (T,). Boxes are normalised, so the squash frame is just (H, W)."""
-    from ..data import union_mask
-
     labels = sorted({int(lb) for a in annotations for lb in np.asarray(a.labels).ravel()})
     out = np.zeros((len(annotations), len(labels), *size), bool)
     for i, a in enumerate(annotations):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..models.encoder import encode
-from ..models.spec import ModelSpec
-from .lora import LoraConfig, adapted, inject
+from ssl_jax.models.encoder import encode
+from ssl_jax.models.spec import ModelSpec
+from ssl_jax.train.lora import LoraConfig, adapted, inject
 
 
 def feature_kind(spec: ModelSpec) -> str:
@@ -36,7 +36,7 @@ def features(spec: ModelSpec, backbone: dict, pixels: jax.Array, *, adapters: di
     forward (key: LoRA dropout randomness; None = evaluation, no dropout)."""
     params = backbone if adapters is None else inject(backbone, adapters)
     with adapted(lora if adapters is not None else None, key):
-        out = encode(spec, params, pixels, attentions="none", dtype=dtype)
+        out = encode(spec, params, pixels, dtype=dtype)
     if feature_kind(spec) == "pooled":
         return out["pooled"]
     return out["last_hidden_state"][0]

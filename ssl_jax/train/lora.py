@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models.spec import ModelSpec
+from ssl_jax.models.spec import ModelSpec
 
 # target → (path of the adapted module inside a block, q/k/v slot of the fused projection)
 TARGETS: dict[str, tuple[tuple[str, str], int | None]] = {

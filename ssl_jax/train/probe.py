@@ -12,9 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models.model import Model
-from ..models.spec import ModelSpec
-from .augment import normalize
+from ssl_jax.core.batching import padded_batches
+from ssl_jax.models.model import Model
+from ssl_jax.models.spec import ModelSpec
+from ssl_jax.train.augment import normalize
+from ssl_jax.train.heads import features
 
 
 @dataclass
@@ -92,7 +94,6 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, class_names=None,
 
 @functools.partial(jax.jit, static_argnames=("spec", "dtype"))
 def _features(params, images_u8, *, spec: ModelSpec, dtype):
-    from .heads import features
 
     p = spec.preprocessing
     x = normalize(images_u8.astype(jnp.float32) * jnp.float32(1 / 255), p.mean, p.std)
@@ -102,13 +103,7 @@ def _features(params, images_u8, *, spec: ModelSpec, dtype):
 def extract_features(model: Model, images_u8: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Frozen classifier features (CLS, or pooled for SigLIP) of uint8 images already at the
     model input size, in fixed padded batches."""
-    out = []
-    n = len(images_u8)
-    for start in range(0, n, batch_size):
-        chunk = images_u8[start:start + batch_size]
-        k = len(chunk)
-        if k < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - k, 0)])
-        out.append(np.asarray(_features(model.params, chunk, spec=model.spec,
-                                        dtype=model.dtype))[:k])
+    out = [np.asarray(_features(model.params, images_u8[idx], spec=model.spec,
+                                dtype=model.dtype))[:k]
+           for idx, k in padded_batches(np.arange(len(images_u8)), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, model.spec.hidden_size), np.float32)
