@@ -141,12 +141,12 @@ def finetune(source, dataset, out, strategy, epochs, batch_size, lr_backbone, lr
 def probe(source, dataset, input_size, batch_size, folds, seed, exclude_annotated, out,
           allow_random_weights):
     """Linear probe (scaler + logistic regression, stratified k-fold) on frozen features."""
-    from ssl_jax.io.dataset import STYLE_NAMES, load_dataset
+    from ssl_jax.io.dataset import STYLE_NAMES, dataset_root, load_dataset
     from ssl_jax.train.probe import extract_features, linear_probe
-    from ssl_jax.workflows.train_data import dataset_folder, decode_images
+    from ssl_jax.workflows.train_data import decode_images
 
     model = _model(source, allow_random_weights, seed)
-    ds = load_dataset(dataset_folder(dataset), require_churches=True)
+    ds = load_dataset(dataset_root(dataset), require_churches=True)
     annotated = set(ds.annotated_ids)
     items = [it for it in ds.images(labeled_only=True)
              if not (exclude_annotated and it.image_id in annotated)]
@@ -193,10 +193,10 @@ def probe(source, dataset, input_size, batch_size, folds, seed, exclude_annotate
 def shift(runs, dataset, out, layer, size, percentiles, no_emd, resamples, seed, no_figures):
     """Frozen vs fine-tuned attention per annotated image: every metric, paired bootstrap CI,
     paired test, d_z, Holm across the runs; side-by-side, difference and breakdown figures."""
+    from ssl_jax.io.dataset import dataset_root
     from ssl_jax.workflows.shift import shift as run
-    from ssl_jax.workflows.train_data import dataset_folder
 
-    res = run(list(runs), dataset_folder(dataset), out, layer=layer, size=size,
+    res = run(list(runs), dataset_root(dataset), out, layer=layer, size=size,
               percentiles=percentiles,
               with_emd=not no_emd, n_resamples=resamples, seed=seed, figures=not no_figures,
               log=click.echo)

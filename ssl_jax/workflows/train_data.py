@@ -13,22 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_jax.core.errors import MissingFileError
-from ssl_jax.io.dataset import PRIMARY_POLICY, STYLE_NAMES, load_dataset, make_split, sample_dataset
+from ssl_jax.io.dataset import PRIMARY_POLICY, STYLE_NAMES, dataset_root, load_dataset, make_split
 from ssl_jax.io.images import open_rgb
 from ssl_jax.models.spec import ModelSpec
 from ssl_jax.workflows.finetune import TrainData
-
-
-def dataset_folder(dataset: str | Path) -> Path:
-    if str(dataset) == "sample":
-
-        return Path(sample_dataset())
-    root = Path(dataset)
-    if not root.is_dir():
-        raise MissingFileError(f"dataset folder {root} does not exist (download it with "
-                               "`ssl-jax download`, or use --dataset sample)")
-    return root
 
 
 def decode_images(paths: Sequence[Path], size: tuple[int, int], resample: int) -> np.ndarray:
@@ -44,7 +32,7 @@ def load_training_data(dataset: str | Path, spec: ModelSpec, *,
                        val_fraction: float = 0.2, policy: str | None = None,
                        experiment_id: str = "ssl_jax"):
     """(TrainData, split artifact) for a dataset folder (or "sample")."""
-    root = dataset_folder(dataset)
+    root = dataset_root(dataset)
     ds = load_dataset(root, require_churches=True)
     split = make_split(ds, seed=seed, val_fraction=val_fraction,
                        policy=policy or PRIMARY_POLICY, experiment_id=experiment_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssl_jax.core.errors import UserError
-from ssl_jax.io.dataset import load_annotations, sample_dataset
+from ssl_jax.io.dataset import dataset_root, load_annotations
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -16,15 +16,6 @@ def image_candidates(folder: Path, image_id: str) -> list[Path]:
     return [folder / image_id] + [folder / f"{image_id}{s}" for s in IMAGE_SUFFIXES]
 
 
-def dataset_root(dataset: str) -> Path:
-    if dataset == "sample":
-
-        return Path(sample_dataset())
-    root = Path(dataset)
-    if not root.is_dir():
-        raise UserError(f"dataset folder {root} does not exist (download it with "
-                         "`ssl-jax download`, or use --dataset sample)")
-    return root
 
 
 def study_images(dataset: str) -> tuple[list[str], list[Path]]:

@@ -30,7 +30,7 @@ from ssl_jax.core.errors import MissingFileError, UserError
 from ssl_jax.core.progress import Progress
 from ssl_jax.core.styles import STYLE_NAMES
 from ssl_jax.io.atomic import atomic_path
-from ssl_jax.io.dataset import BuildingParts, load_building_parts, union_mask
+from ssl_jax.io.dataset import BuildingParts, dataset_root, load_building_parts, union_mask
 from ssl_jax.io.images import file_orientation, load_rgb, orient_array, orient_stack
 from ssl_jax.io.manifest import write_manifest
 from ssl_jax.io.outdir import COMPARE_FILES, EVALUATE_FILES, REPORT_FOLDER, staged_folder
@@ -59,7 +59,7 @@ from ssl_jax.metrics.registry import grid_columns
 from ssl_jax.models.config import bundled_spec
 from ssl_jax.stats import bootstrap_ci
 from ssl_jax.workflows.study.config import StudyConfig
-from ssl_jax.workflows.study.dataset import dataset_root, image_candidates
+from ssl_jax.workflows.study.dataset import image_candidates
 from ssl_jax.workflows.study.extract import applicable_methods
 
 HEAD_SIZE = 56

@@ -19,7 +19,7 @@ from ssl_jax.figures.study import (
     layer_progression,
     overlay_grid,
 )
-from ssl_jax.io.dataset import load_annotations
+from ssl_jax.io.dataset import dataset_root, load_annotations
 from ssl_jax.io.html import table, write_report
 from ssl_jax.io.images import file_orientation, orient_boxes
 from ssl_jax.io.manifest import RANDOM_WEIGHTS_STAMP, write_manifest
@@ -27,7 +27,6 @@ from ssl_jax.io.outdir import staged_folder
 from ssl_jax.io.store import open_existing
 from ssl_jax.workflows.study.compare import primary_labels
 from ssl_jax.workflows.study.config import StudyConfig
-from ssl_jax.workflows.study.dataset import dataset_root
 from ssl_jax.workflows.study.evaluate import _image_path, _load_rgb, read_summary
 
 
