@@ -110,6 +110,7 @@ def _tiny(alias: str):
                              lambda a: a[:n], model.params["blocks"])})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alias", ["dinov2", "siglip2"])
 def test_compute_is_the_maps_functions(alias):
     model = _tiny(alias)
@@ -140,6 +141,7 @@ def test_compute_is_the_maps_functions(alias):
             map_method("probe").compute(out, layer=1)
 
 
+@pytest.mark.slow
 def test_shift_heatmaps_take_a_fused_method_the_model_has():
     model = _tiny("clip")
     pixels = np.zeros((1, 32, 32, 3), np.float32)

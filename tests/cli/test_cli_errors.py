@@ -47,6 +47,7 @@ def test_internal_error_keeps_its_traceback(compare_raises, exc):
     assert "error:" not in r.output
 
 
+@pytest.mark.subprocess
 def test_internal_error_prints_a_traceback_in_a_real_process(tmp_path):
     code = ("import ssl_jax.workflows.study.compare as c\n"
             "def boom(*a, **k):\n    raise KeyError('no_such_column')\n"

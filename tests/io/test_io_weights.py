@@ -25,6 +25,7 @@ def test_missing_alias_weights_name_the_flag(no_checkpoints):
         W.load_weights("mae")
 
 
+@pytest.mark.slow
 def test_random_fallback_is_the_seeded_random_model(no_checkpoints):
     model, info = W.load_weights("mae", allow_random=True, seed=3)
     assert info["random"] and info["source"] == "random:mae" and info["seed"] == 3
@@ -49,6 +50,7 @@ def test_a_bug_in_loading_is_not_swallowed(monkeypatch):
         W.load_weights("mae", allow_random=True)
 
 
+@pytest.mark.slow
 def test_study_entry_adds_digest_and_size(no_checkpoints):
     model, info = W.resolve_model("mae", allow_random=True, seed=0)
     assert info["num_params"] == model.num_params and len(info["params_sha256"]) == 64

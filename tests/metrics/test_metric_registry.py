@@ -51,6 +51,7 @@ def test_entries_are_the_exported_functions_with_declared_needs():
     assert {m for m, x in R.METRICS.items() if not x.higher_is_better} == {"mse", "kl", "emd"}
 
 
+@pytest.mark.slow
 def test_grid_columns_are_the_grid_outputs_and_values_match_compute():
     masks, target = _world()
     rng = np.random.default_rng(1)
@@ -67,6 +68,7 @@ def test_grid_columns_are_the_grid_outputs_and_values_match_compute():
         np.testing.assert_allclose(grid[col], want, rtol=1e-5, atol=1e-6, err_msg=col)
 
 
+@pytest.mark.slow
 def test_direction_a_map_on_the_boxes_beats_one_off_them():
     masks, target = _world()
     on = np.stack([np.maximum(_bump(8, 11), _bump(17, 22)), _bump(16, 7.5)])
@@ -96,6 +98,7 @@ def test_degenerate_maps_are_nan_in_every_metric():
         assert np.isfinite(v[1, 1]), name
 
 
+@pytest.mark.slow
 def test_empty_mask_value_is_the_declared_one():
     fine = np.stack([_bump(8, 11), _bump(16, 20, seed=1)])[None]  # (1, 2, H, W)
     empty = np.zeros((1, 1, H, W), bool)

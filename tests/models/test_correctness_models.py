@@ -256,6 +256,7 @@ def _raw_images(n: int = 2, size: int = 32) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (n, size, size, 3)).astype(np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["uint8", "int32", "float 0..255", "jax float 0..255",
                                   "normalised without 1/255", "nan"])
 def test_forward_refuses_unpreprocessed_pixels(tiny_model, kind):
@@ -276,6 +277,7 @@ def test_forward_refuses_unpreprocessed_pixels(tiny_model, kind):
     assert "check_inputs=False" in str(e.value)
 
 
+@pytest.mark.slow
 def test_preprocessed_pixels_pass_and_check_can_be_skipped(tiny_model):
     raw = _raw_images()
     pixels, _ = ssl_jax.preprocess(tiny_model, list(raw), size=(32, 32))
@@ -293,6 +295,7 @@ def test_preprocessed_pixels_pass_and_check_can_be_skipped(tiny_model):
         ssl_jax.models.check_pixel_values(spec, jnp.asarray(x))
 
 
+@pytest.mark.slow
 def test_input_check_is_skipped_for_tracers(tiny_model):
     pixels, _ = ssl_jax.preprocess(tiny_model, list(_raw_images()), size=(32, 32))
 
@@ -305,6 +308,7 @@ def test_input_check_is_skipped_for_tracers(tiny_model):
     assert out.shape == (2, 64)
 
 
+@pytest.mark.slow
 def test_every_public_entry_point_refuses_raw_pixels(tiny_model):
     from ssl_jax.attention.gradients import gradient_saliency
 

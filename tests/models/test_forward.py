@@ -118,6 +118,7 @@ def test_bfloat16_compute_is_close_to_float32(rng):
     assert np.abs(np.asarray(bf16.attentions) - np.asarray(f32.attentions)).max() < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,message", [
     ((2, 3, 224, 224), "NCHW input"),
     ((224, 224, 3), "batch \\(B, H, W, C\\)"),
@@ -129,11 +130,13 @@ def test_bad_pixels_are_named(shape, message):
         ssl_jax.forward(m, np.zeros(shape, np.float32))
 
 
+@pytest.mark.slow
 def test_bad_mode():
     with pytest.raises(ValueError, match="attentions must be"):
         ssl_jax.forward(tiny("clip"), np.zeros((1, 224, 224, 3), np.float32), attentions="all")
 
 
+@pytest.mark.slow
 def test_collectors_compose_and_keep_their_ranks(rng):
     """encode with several collectors at once: each field has its own fixed rank and equals
     what the collector gives alone; a collector the model cannot serve is refused."""

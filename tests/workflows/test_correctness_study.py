@@ -106,6 +106,7 @@ def test_half_finished_cache_is_refused_naming_the_missing_images(study, tmp_pat
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 def test_lost_chunk_with_done_flag_is_missing_and_recomputed(study, tmp_path):
     cfg, ids, paths, full = study
     cache = _copy(full, tmp_path / "c")
@@ -120,6 +121,7 @@ def test_lost_chunk_with_done_flag_is_missing_and_recomputed(study, tmp_path):
     np.testing.assert_array_equal(open_existing(cache).read("dinov2", "cls"), before)
 
 
+@pytest.mark.slow
 def test_method_added_to_a_finished_cache_is_computed(study, tmp_path):
     """`extract --methods cls,mean` on a finished cls-only cache used to say 'already
     cached' and never compute mean."""
@@ -176,6 +178,7 @@ def test_partial_evaluation_says_so_in_every_output(study, tmp_path):
     assert "PARTIAL" in html and rep["partial"] is True
 
 
+@pytest.mark.slow
 def test_evaluate_opens_the_cache_read_only(study, tmp_path, monkeypatch):
     """A read-only cache folder was refused ('is not writable') though evaluate only reads.
     Tests run as root, which chmod does not stop: the folder is made read-only AND write
@@ -244,6 +247,7 @@ def test_config_type_error_is_one_line_in_the_cli(tmp_path):
                                 "got '2'")
 
 
+@pytest.mark.slow
 def test_dataset_without_annotated_images_is_refused_at_extract(study, tmp_path):
     cfg, _, _, _ = study
     data = tmp_path / "empty"
@@ -260,6 +264,7 @@ def test_dataset_without_annotated_images_is_refused_at_extract(study, tmp_path)
 # ---- case 8: state left consistent -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_first_extract_leaves_nothing_that_blocks_the_corrected_run(study, tmp_path):
     """A wrong weights path after cache.json was written: the corrected rerun (other input
     size too) used to be refused as 'made for a different study'."""
@@ -275,6 +280,7 @@ def test_failed_first_extract_leaves_nothing_that_blocks_the_corrected_run(study
                                   open_existing(full).read("dinov2", "cls"))
 
 
+@pytest.mark.slow
 def test_results_folder_is_replaced_as_a_unit(study, tmp_path, monkeypatch):
     """Disk full while rewriting: the old run's folder stays whole (it used to get a new
     summary.csv beside the old manifest)."""
@@ -308,6 +314,7 @@ def test_results_folder_is_replaced_as_a_unit(study, tmp_path, monkeypatch):
 # ---- case 6, table side: NaN (degenerate) maps are counted and left out ------------------
 
 
+@pytest.mark.slow
 def test_degenerate_maps_are_counted_and_left_out_of_every_aggregate(study, tmp_path,
                                                                      monkeypatch):
     """Image 0's cls map is all NaN. The metrics contract (ssl_jax.metrics) gives NaN for a
@@ -365,6 +372,7 @@ def test_degenerate_maps_are_counted_and_left_out_of_every_aggregate(study, tmp_
 # ---- case 9: every file a normal file's mode ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_written_file_has_normal_permissions(study, tmp_path):
     from ssl_jax.workflows.study.compare import run_compare
     from ssl_jax.workflows.study.report import run_report

@@ -144,6 +144,7 @@ def test_sigkill_then_resume_equals_uninterrupted(study, reference_run):
         np.testing.assert_allclose(resumed[k], reference[k], rtol=0, atol=2e-6, err_msg=str(k))
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_with_same_batching(study, tmp_path):
     """Batches are fixed index groups padded to full size, so a resumed run computes every
     image with exactly the same shapes as an uninterrupted one."""
