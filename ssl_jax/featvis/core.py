@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssl_jax.core.errors import UserError
 from ssl_jax.models.collectors import FullAttention, HiddenStates
 from ssl_jax.models.encoder import encode
 
@@ -130,7 +131,7 @@ class Objective:
             # target L0 of tens among thousands) still has a gradient; where it fires the
             # objective equals the activation
             return jnp.mean(self.sae.pre_activation(patches)[:, self.index])
-        raise ValueError(f"unknown objective kind {self.kind!r}")
+        raise UserError(f"unknown objective kind {self.kind!r}")
 
 
 # ---- optimisation ----------------------------------------------------------------------------

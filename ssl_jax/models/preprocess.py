@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from ssl_jax.core.errors import UserError
 from ssl_jax.core.pixels import to_rgb
 from ssl_jax.core.resample import resize_matrix
 from ssl_jax.models.spec import ModelSpec, Preprocessing
@@ -67,7 +68,7 @@ def _to_rgb_uint8(image, index: int) -> np.ndarray:
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image {index}: expected (H, W[, C]) with C in 1/3/4, got shape {arr.shape}")
+        raise UserError(f"image {index}: expected (H, W[, C]) with C in 1/3/4, got shape {arr.shape}")
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     if arr.shape[-1] == 4:
@@ -92,7 +93,7 @@ def _float_resize(x: np.ndarray, size: tuple[int, int], resample: int) -> np.nda
     """torch `interpolate(antialias=True)` on float (H, W, C) pixels, as torchvision does."""
     method = {2: "bilinear", 3: "bicubic"}.get(resample)
     if method is None:
-        raise ValueError(f"float resize supports PIL resample 2 (bilinear) or 3 (bicubic), got {resample}")
+        raise UserError(f"float resize supports PIL resample 2 (bilinear) or 3 (bicubic), got {resample}")
     mh = resize_matrix(x.shape[0], size[0], method, True)
     mw = resize_matrix(x.shape[1], size[1], method, True)
     return np.einsum("ih,hwc,jw->ijc", mh, x, mw, optimize=True).astype(np.float32)
@@ -110,7 +111,7 @@ def preprocess_one(
         resized_size, crop = (out_h, out_w), None
     elif mode == "native":
         if size is not None:
-            raise ValueError("size= applies to mode='squash' only; 'native' uses the processor's sizes")
+            raise UserError("size= applies to mode='squash' only; 'native' uses the processor's sizes")
         if p.resize_mode == "shortest_edge":
             assert isinstance(p.size, int)
             resized_size = _shortest_edge_size(h, w, p.size)
@@ -118,7 +119,7 @@ def preprocess_one(
             resized_size = p.size  # type: ignore[assignment]
         crop = p.crop
     else:
-        raise ValueError(f"mode must be 'squash' or 'native', got {mode!r}")
+        raise UserError(f"mode must be 'squash' or 'native', got {mode!r}")
 
     if p.rescale_before_resize:
         x = rgb.astype(np.float64) * p.rescale_factor
@@ -131,7 +132,7 @@ def preprocess_one(
     if crop is not None:
         ch, cw = crop
         if ch > rh or cw > rw:
-            raise ValueError(f"image {index}: resized to {rh}x{rw}, smaller than the crop {ch}x{cw}")
+            raise UserError(f"image {index}: resized to {rh}x{rw}, smaller than the crop {ch}x{cw}")
         top, left = (rh - ch) // 2, (rw - cw) // 2
         x = x[top:top + ch, left:left + cw]
     if not p.rescale_before_resize:
@@ -154,7 +155,7 @@ def preprocess(
             isinstance(images, np.ndarray) and images.ndim == 4):
         images = [images]
     if not isinstance(images, (Sequence, np.ndarray)) or len(images) == 0:
-        raise ValueError("preprocess needs at least one image")
+        raise UserError("preprocess needs at least one image")
     outs = [preprocess_one(p, im, mode=mode, size=size, index=i) for i, im in enumerate(images)]
     return np.stack([o[0] for o in outs]), [o[1] for o in outs]
 

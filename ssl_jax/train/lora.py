@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.core.errors import UserError
 from ssl_jax.models.spec import ModelSpec
 
 # target → (path of the adapted module inside a block, q/k/v slot of the fused projection)
@@ -49,9 +50,9 @@ class LoraConfig:
 
     def __post_init__(self):
         if self.rank < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+            raise UserError(f"LoRA rank must be >= 1, got {self.rank}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+            raise UserError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         object.__setattr__(self, "targets", normalize_targets(self.targets))
 
     @property
@@ -64,12 +65,12 @@ def normalize_targets(targets: Sequence[str]) -> tuple[str, ...]:
     for t in targets:
         name = _ALIASES.get(t, t)
         if name not in TARGETS:
-            raise ValueError(f"unknown LoRA target {t!r}; choose from {', '.join(TARGETS)} "
+            raise UserError(f"unknown LoRA target {t!r}; choose from {', '.join(TARGETS)} "
                              f"(or {', '.join(_ALIASES)})")
         if name not in out:
             out.append(name)
     if not out:
-        raise ValueError("LoRA needs at least one target projection")
+        raise UserError("LoRA needs at least one target projection")
     return tuple(sorted(out, key=list(TARGETS).index))
 
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.core.batching import padded_batches
+from ssl_jax.core.errors import UserError
 from ssl_jax.models.model import Model
 from ssl_jax.models.spec import ModelSpec
 from ssl_jax.train.augment import normalize
@@ -52,7 +53,7 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, class_names=None,
     x = np.asarray(features, np.float64)
     y = np.asarray(labels, np.int64)
     if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"features must be (N, D) with N = len(labels); got {x.shape} and "
+        raise UserError(f"features must be (N, D) with N = len(labels); got {x.shape} and "
                          f"{y.shape}")
     keep = y >= 0
     x, y = x[keep], y[keep]
@@ -62,7 +63,7 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, class_names=None,
     counts = np.bincount(y, minlength=n_classes)
     smallest = counts[counts > 0].min()
     if smallest < n_splits:
-        raise ValueError(f"stratified {n_splits}-fold CV needs >= {n_splits} images per class; "
+        raise UserError(f"stratified {n_splits}-fold CV needs >= {n_splits} images per class; "
                          f"the smallest class has {smallest} (counts {counts.tolist()})")
 
     def pipe():
