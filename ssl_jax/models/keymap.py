@@ -97,3 +97,18 @@ def layer_norm_entries(keys: tuple[str, ...], path: Path_, d: int) -> list[Entry
     return [Entry(tuple(f"{k}.weight" for k in keys), (*path, "scale"), (d,), identity),
             Entry(tuple(f"{k}.bias" for k in keys), (*path, "bias"), (d,), identity)]
 
+
+
+def clip_style_layer_entries(spec: ModelSpec) -> list[Entry]:
+    """Every encoder layer of the CLIP / SigLIP vision towers, which name their blocks alike
+    (`encoder.layers.{i}.self_attn.q_proj`, `layer_norm1`, `mlp.fc1`, …)."""
+    entries: list[Entry] = []
+    for i in range(spec.num_layers):
+        b = f"encoder.layers.{i}"
+        entries += layer_entries(spec, i, {
+            "norm1": (f"{b}.layer_norm1",), "norm2": (f"{b}.layer_norm2",),
+            "q": (f"{b}.self_attn.q_proj",), "k": (f"{b}.self_attn.k_proj",),
+            "v": (f"{b}.self_attn.v_proj",), "o": (f"{b}.self_attn.out_proj",),
+            "fc1": (f"{b}.mlp.fc1",), "fc2": (f"{b}.mlp.fc2",),
+        })
+    return entries

@@ -13,7 +13,13 @@ from typing import Any
 import jax
 
 from ssl_jax.models.embedding import vit_embed, vit_embed_shapes
-from ssl_jax.models.keymap import Entry, conv, identity, layer_entries, layer_norm_entries
+from ssl_jax.models.keymap import (
+    Entry,
+    clip_style_layer_entries,
+    conv,
+    identity,
+    layer_norm_entries,
+)
 from ssl_jax.models.layers import apply_layer_norm, layer_norm_shapes
 from ssl_jax.models.spec import ModelInfo, ModelSpec, Preprocessing
 
@@ -65,14 +71,7 @@ def key_map(spec: ModelSpec) -> list[Entry]:
     ]
     entries += layer_norm_entries(("pre_layrnorm",), ("pre_norm",), d)
     entries += layer_norm_entries(("post_layernorm",), ("post_norm",), d)
-    for i in range(spec.num_layers):
-        b = f"encoder.layers.{i}"
-        entries += layer_entries(spec, i, {
-            "norm1": (f"{b}.layer_norm1",), "norm2": (f"{b}.layer_norm2",),
-            "q": (f"{b}.self_attn.q_proj",), "k": (f"{b}.self_attn.k_proj",),
-            "v": (f"{b}.self_attn.v_proj",), "o": (f"{b}.self_attn.out_proj",),
-            "fc1": (f"{b}.mlp.fc1",), "fc2": (f"{b}.mlp.fc2",),
-        })
+    entries += clip_style_layer_entries(spec)
     return entries
 
 

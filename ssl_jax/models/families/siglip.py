@@ -15,11 +15,11 @@ import jax
 from ssl_jax.models.embedding import vit_embed, vit_embed_shapes
 from ssl_jax.models.keymap import (
     Entry,
+    clip_style_layer_entries,
     conv,
     dense,
     heads_out,
     identity,
-    layer_entries,
     layer_norm_entries,
     reshape,
 )
@@ -81,14 +81,7 @@ def key_map(spec: ModelSpec) -> list[Entry]:
         Entry(("embeddings.patch_embedding.bias",), ("embed", "patch", "bias"), (d,), identity),
     ]
     entries += layer_norm_entries(("post_layernorm",), ("final_norm",), d)
-    for i in range(spec.num_layers):
-        b = f"encoder.layers.{i}"
-        entries += layer_entries(spec, i, {
-            "norm1": (f"{b}.layer_norm1",), "norm2": (f"{b}.layer_norm2",),
-            "q": (f"{b}.self_attn.q_proj",), "k": (f"{b}.self_attn.k_proj",),
-            "v": (f"{b}.self_attn.v_proj",), "o": (f"{b}.self_attn.out_proj",),
-            "fc1": (f"{b}.mlp.fc1",), "fc2": (f"{b}.mlp.fc2",),
-        })
+    entries += clip_style_layer_entries(spec)
     if spec.pooler == "map":
         entries += _map_head_entries(spec)
     return entries
